@@ -1,0 +1,28 @@
+# The two commands of the README: `make up` and `make test`. Each sets up what it needs first.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# A real interpreter, not a pyenv shim: venvs made from it start fast.
+SYSPY  ?= $(shell command -v /usr/bin/python3 || command -v python3)
+
+.PHONY: up test setup system clean
+
+up: setup
+	$(VENV)/bin/pysup config examples/compose/demo.yaml
+
+test: setup
+	$(PY) -m pytest -q
+
+setup: system $(STAMP)
+
+system:
+	@bash scripts/install-system.sh
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(SYSPY) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages pysup needs. Idempotent: apt-get runs only when something is missing,
+# so repeated `make` calls cost nothing. Every system package the project uses is listed here.
+set -euo pipefail
+
+packages=(
+  python3-venv   # the virtual environment for the Python dependencies (ensurepip)
+  python3-dev    # headers for Python packages that compile on install
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "pysup: needs root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "pysup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -26,6 +26,8 @@ from ..errors import KeyPath, Location, Problem, SpecError
 MAX_FILE_BYTES = 8 * 1024 * 1024
 # Nodes after expanding every alias. A 500-service stack is ~50k; a billion-laughs file is 10^9.
 MAX_EXPANDED_NODES = 1_000_000
+# Real compose files nest about 8 deep; every later stage recurses, so refuse silly depths early.
+MAX_DEPTH = 100
 
 RESET = "reset"
 OVERRIDE = "override"
@@ -290,26 +292,29 @@ def _key_str(key: Any) -> str:
     return str(key)
 
 
-def _expanded_size(root: Node) -> int:
-    """Node count with every alias expanded, computed without expanding (memoised per node)."""
+def _expanded_size(root: Node) -> tuple[int, Node | None]:
+    """Node count with every alias expanded, computed without expanding (memoised per node), and
+    the first node found nested deeper than MAX_DEPTH, if any."""
     sizes: dict[int, int] = {}
-    stack: list[tuple[Node, bool]] = [(root, False)]
+    stack: list[tuple[Node, bool, int]] = [(root, False, 0)]
     while stack:
-        node, children_done = stack.pop()
+        node, children_done, depth = stack.pop()
         if id(node) in sizes:
             continue
         if isinstance(node, ScalarNode):
             sizes[id(node)] = 1
             continue
+        if depth > MAX_DEPTH:
+            return 0, node
         children = _children(node)
         if children_done:
             sizes[id(node)] = 1 + sum(sizes.get(id(c), 0) for c in children)
             if sizes[id(node)] > MAX_EXPANDED_NODES:
-                return sizes[id(node)]
+                return sizes[id(node)], None
         else:
-            stack.append((node, True))
-            stack.extend((c, False) for c in children if id(c) not in sizes)
-    return sizes[id(root)]
+            stack.append((node, True, depth))
+            stack.extend((c, False, depth + 1) for c in children if id(c) not in sizes)
+    return sizes[id(root)], None
 
 
 def _children(node: Node) -> Iterator[Node]:
@@ -327,6 +332,8 @@ def parse_yaml(text: str, file: str) -> Map:
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
+    except RecursionError:
+        raise SpecError(Problem(f"nesting is deeper than {MAX_DEPTH} levels", file=file)) from None
     except yaml.composer.ComposerError as exc:
         mark = exc.problem_mark
         if exc.problem and "expected a single document" in (exc.context or ""):
@@ -347,7 +354,9 @@ def parse_yaml(text: str, file: str) -> Map:
         kind = "a list" if isinstance(root, SequenceNode) else "a single value"
         raise SpecError(Problem(f"the top level must be a mapping of keys (services, networks, ...), not {kind}",
                                 location=_loc(file, root)))
-    size = _expanded_size(root)
+    size, deep = _expanded_size(root)
+    if deep is not None:
+        raise SpecError(Problem(f"nesting is deeper than {MAX_DEPTH} levels", location=_loc(file, deep)))
     if size > MAX_EXPANDED_NODES:
         raise SpecError(Problem(
             f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} nodes (an alias bomb?); refusing to load",

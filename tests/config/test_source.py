@@ -139,3 +139,8 @@ def test_bom_is_accepted(tmp_path):
 def test_json_compatible_documents_round_trip(value):
     import json
     assert parse_yaml(json.dumps({"v": value}), "s.yaml") == {"v": value}
+
+
+@pytest.mark.parametrize("depth", [150, 5000])
+def test_deep_nesting_is_refused_not_a_crash(depth):
+    assert "nesting is deeper than 100 levels" in error_of("a: " + "[" * depth + "]" * depth)

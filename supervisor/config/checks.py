@@ -16,12 +16,12 @@ here (schema validation reports it), never a crash.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from ..errors import KeyPath, Problem
 from . import graph
+from . import units
 from .schema import did_you_mean, load_schema, quote, schema_problems, sort_problems
 from .source import Map, problem_at
 
@@ -37,7 +37,7 @@ SUPPORTED_SERVICE_KEYS = frozenset({
     "stop_grace_period", "init", "cap_add", "cap_drop", "privileged", "security_opt", "ulimits",
     "sysctls", "labels", "container_name", "profiles", "extends", "pid", "ipc", "userns_mode",
     "devices", "dns", "dns_search", "dns_opt", "extra_hosts", "logging", "links", "volumes_from",
-    "secrets", "configs", "post_start", "pre_stop",
+    "secrets", "configs", "post_start", "pre_stop", "pull_policy",
 })
 
 # deploy: replicated services only; swarm scheduling (placement, global mode, endpoint mode, service
@@ -49,12 +49,10 @@ SUPPORTED_DEPLOY_MODES = frozenset({"replicated"})
 SUPPORTED_RESOURCES_KEYS = frozenset({"limits", "reservations"})
 SUPPORTED_LIMITS_KEYS = frozenset({"cpus", "memory", "pids"})
 SUPPORTED_RESERVATIONS_KEYS = frozenset({"cpus", "memory"})  # not generic_resources, devices
-# cgroup v2 has a direct counterpart for each: io.weight / io.bfq.weight and io.max (rbps, wbps,
-# riops, wiops), so all of blkio_config is acted on.
-SUPPORTED_BLKIO_KEYS = frozenset({
-    "weight", "weight_device", "device_read_bps", "device_write_bps", "device_read_iops", "device_write_iops",
-})
-SUPPORTED_PORT_KEYS = frozenset({"target", "published", "host_ip", "protocol", "mode", "name"})
+# The model carries the I/O weights (io.weight / blkio.weight); the bps and iops throttles are not
+# carried yet, so they warn rather than silently do nothing.
+SUPPORTED_BLKIO_KEYS = frozenset({"weight", "weight_device"})
+SUPPORTED_PORT_KEYS = frozenset({"target", "published", "host_ip", "protocol", "mode", "name", "app_protocol"})
 SUPPORTED_SERVICE_NETWORK_KEYS = frozenset({
     "aliases", "ipv4_address", "ipv6_address", "mac_address", "interface_name", "priority", "gw_priority",
 })
@@ -201,7 +199,7 @@ def semantic_problems(tree: Map, *, profiles: Collection[str] = ()) -> list[Prob
         out += _network_problems(tree, service, base)
         out += _volume_problems(tree, service, base)
         out += _secret_config_problems(tree, service, base)
-        out += _consistency_problems(tree, name, service, base)
+        out += _consistency_problems(tree, service, base)
     out += _cycle_problems(tree, services, active)
     out += _top_level_problems(tree)
     return sort_problems(out)
@@ -284,59 +282,11 @@ def _secret_config_problems(tree: Map, service: Mapping[str, Any], base: KeyPath
                                  f'{did_you_mean(name, defined)}')
 
 
-_BYTE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
+def _consistency_problems(tree: Map, service: Mapping[str, Any], base: KeyPath) -> Iterator[Problem]:
+    """Checks on one service's own keys that the parser would otherwise report less clearly.
 
-
-def _bytes(value: Any) -> float | None:
-    """A byte size as compose reads it (go-units RAMInBytes: binary units, optional "b"/"ib")."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtpKMGTP]?)(?:[iI]?[bB])?\s*", value)
-        if m:
-            return float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()]
-    return None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _consistency_problems(tree: Map, name: str, service: Mapping[str, Any], base: KeyPath) -> Iterator[Problem]:
-    """compose-go checkConsistency rules about one service's own keys."""
-    deploy = _map(service.get("deploy"))
-    resources = _map(deploy.get("resources"))
-    limits, reservations = _map(resources.get("limits")), _map(resources.get("reservations"))
-    pairs = (
-        ("scale", service, "replicas", deploy, ("deploy", "replicas"), _number),
-        ("cpus", service, "cpus", limits, ("deploy", "resources", "limits", "cpus"), _number),
-        ("mem_limit", service, "memory", limits, ("deploy", "resources", "limits", "memory"), _bytes),
-        ("mem_reservation", service, "memory", reservations, ("deploy", "resources", "reservations", "memory"), _bytes),
-        ("pids_limit", service, "pids", limits, ("deploy", "resources", "limits", "pids"), _number),
-    )
-    for key, owner, other_key, other_owner, other_path, parse in pairs:
-        if key in owner and other_key in other_owner:
-            a, b = parse(owner[key]), parse(other_owner[other_key])
-            if a is not None and b is not None and a != b:
-                yield problem_at(tree, base + (key,), f'"{key}" ({quote(owner[key])}) and "{".".join(other_path)}" '
-                                 f'({quote(other_owner[other_key])}) have different values', key=True)
-    scale = _number(service.get("scale", deploy.get("replicas", 1)))
-    if isinstance(service.get("container_name"), str) and scale is not None and scale > 1:
-        attr = "scale" if "scale" in service else "deploy.replicas"
-        yield problem_at(tree, base + ("container_name",),
-                         f'"container_name" cannot be used with {attr} {scale:g}: container names must be unique',
-                         key=True)
+    The limits that must agree (mem_limit and deploy.resources.limits.memory, ...) and
+    container_name with replicas are checked in parse, with compose-go's exact rules."""
     test = _map(service.get("healthcheck")).get("test")
     if isinstance(test, list) and test and test[0] not in ("CMD", "CMD-SHELL", "NONE"):
         yield problem_at(tree, base + ("healthcheck", "test", 0),
@@ -465,18 +415,13 @@ def unsupported_key_warnings(tree: Map) -> list[Problem]:
 # --- x-pysup --------------------------------------------------------------------------------------
 
 XPYSUP_SCHEMA = "x-pysup.json"
-_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_duration(value: Any) -> float | None:
-    """Seconds for a number or a string like "1m30s"; None when it is neither."""
-    if isinstance(value, bool):
+def _seconds(value: Any) -> float | None:
+    try:
+        return units.parse_seconds(value)
+    except units.UnitError:
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str) and re.fullmatch(r"(\d+(?:\.\d+)?(?:us|ms|s|m|h))+", value):
-        return sum(float(n) * _DURATION_UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)", value))
-    return None
 
 
 def xpysup_problems(tree: Map) -> list[Problem]:
@@ -504,7 +449,7 @@ def xpysup_problems(tree: Map) -> list[Problem]:
                  for n, s in _services(tree).items()]
     for path, backoff in backoffs:
         backoff = _map(backoff)
-        base, cap = parse_duration(backoff.get("base")), parse_duration(backoff.get("cap"))
+        base, cap = _seconds(backoff.get("base")), _seconds(backoff.get("cap"))
         if base is not None and cap is not None and base > cap and clean(path):
             out.append(problem_at(tree, path + ("base",), f"backoff base ({quote(backoff['base'])}) is longer than "
                                   f"its cap ({quote(backoff['cap'])})"))

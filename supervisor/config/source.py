@@ -141,6 +141,8 @@ class _Resolver(yaml.resolver.BaseResolver):
 _Resolver.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+# go-yaml v3 (what Compose reads with) keeps YAML 1.1's octal `0440` beside 1.2's `0o440`: a
+# secret's `mode: 0440` must mean r--r-----, not decimal 440.
 _Resolver.add_implicit_resolver(
     "tag:yaml.org,2002:int",
     re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
@@ -243,6 +245,8 @@ class _Builder:
             try:
                 if raw[:2] == "0o":
                     return int(raw[2:], 8)
+                if len(raw) > 1 and raw[0] == "0" and raw.isdigit() and set(raw) <= set("01234567"):
+                    return int(raw, 8)
                 return int(raw, 0 if raw[:2] == "0x" else 10)
             except ValueError:
                 self.error(node, f"invalid integer {raw!r}")

@@ -27,6 +27,7 @@ __all__ = [
     "UnitError",
     "parse_duration",
     "parse_duration_ns",
+    "parse_seconds",
     "format_duration",
     "format_duration_ns",
     "parse_bytes",
@@ -120,6 +121,15 @@ def _q_num(value: int | float) -> str:
 def parse_duration(value: object) -> float:
     """A compose duration ("1m30s", "500ms", "1.5h", "2d") in seconds."""
     return parse_duration_ns(value) / _S
+
+
+def parse_seconds(value: object) -> float:
+    """pysup's own (`x-pysup`) durations: a compose duration string, or a number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0 or value != value or value == float("inf"):
+            raise UnitError(f"invalid duration {_q_num(value)}: must be a finite number of seconds, at least 0")
+        return float(value)
+    return parse_duration(value)
 
 
 def format_duration_ns(ns: int) -> str:

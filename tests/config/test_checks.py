@@ -265,6 +265,7 @@ def test_external_volume_takes_only_a_name_but_networks_are_not_checked() -> Non
 
 
 def test_consistency_rules() -> None:
+    # limits that must agree and container_name with replicas are parse's (tests/config/test_parse.py)
     assert semantic(
         """
         services:
@@ -283,9 +284,6 @@ def test_consistency_rules() -> None:
             healthcheck: {test: [curl, -f, localhost]}
         """
     ) == [
-        '5:5 services.web.scale: "scale" (2) and "deploy.replicas" (3) have different values',
-        '6:5 services.web.container_name: "container_name" cannot be used with scale 2: container names must be unique',
-        '11:5 services.mem.pids_limit: "pids_limit" (10) and "deploy.resources.limits.pids" (20) have different values',
         '15:26 services.hc.healthcheck.test[0]: healthcheck test must start with "CMD", "CMD-SHELL" or "NONE", '
         'found "curl"',
     ]
@@ -488,7 +486,6 @@ def test_nested_warnings() -> None:
         '8:7 services.web.deploy.placement: "placement" is not supported by pysup and is ignored',
         '12:36 services.web.deploy.resources.reservations.generic_resources: "generic_resources" is not supported '
         "by pysup and is ignored",
-        '14:39 services.web.ports[0].app_protocol: "app_protocol" is not supported by pysup and is ignored',
         '16:29 services.web.networks.front.driver_opts: "driver_opts" is not supported by pysup and is ignored',
         '16:50 services.web.networks.front.link_local_ips: "link_local_ips" is not supported by pysup and is ignored',
         '18:54 services.web.volumes[0].bind.selinux: "selinux" is not supported by pysup and is ignored',
@@ -602,12 +599,3 @@ def test_x_pysup_of_wrong_type() -> None:
         "1:37 services.web.x-pysup: must be a mapping, found a list",
         "2:10 x-pysup: must be a mapping, found 5",
     ]
-
-
-@pytest.mark.parametrize(
-    "value, seconds",
-    [(5, 5.0), (0.25, 0.25), ("100ms", 0.1), ("1m30s", 90.0), ("2h", 7200.0), ("1.5s", 1.5),
-     ("10us", pytest.approx(1e-5)), ("abc", None), ("", None), (True, None), ([1], None)],
-)
-def test_parse_duration(value, seconds) -> None:
-    assert checks.parse_duration(value) == seconds

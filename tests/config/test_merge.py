@@ -109,7 +109,7 @@ SERVICE_CASES = [
     pytest.param("secrets: [a, b]", "secrets: [{source: other, target: a}, c]",
                  {"secrets": [{"source": "other", "target": "a"}, "b", "c"]}, id="secrets-by-target"),
     pytest.param("configs: [a]", "configs: [{source: x, target: /a, mode: 0440}]",
-                 {"configs": [{"source": "x", "target": "/a", "mode": 440}]}, id="configs-by-target"),
+                 {"configs": [{"source": "x", "target": "/a", "mode": 0o440}]}, id="configs-by-target"),
     pytest.param("devices: ['/dev/a:/dev/x', /dev/y]", "devices: ['/dev/b:/dev/x:rwm', {source: /dev/y}]",
                  {"devices": ["/dev/b:/dev/x:rwm", {"source": "/dev/y"}]}, id="devices-by-target"),
     pytest.param("networks: [front, back]", "networks: [front]", {"networks": {"front": None, "back": None}},

@@ -20,7 +20,9 @@ def error_of(text: str) -> str:
         ("v: yes", "yes"),
         ("v: on", "on"),
         ("v: 22:22", "22:22"),  # YAML 1.1 sexagesimal: 1342
-        ("v: 010", 10),
+        ("v: 010", 8),  # go-yaml v3 keeps YAML 1.1 octals
+        ("v: 0440", 0o440),
+        ("v: 089", 89),
         ("v: 0o17", 15),
         ("v: 0x1f", 31),
         ("v: 1_000", "1_000"),

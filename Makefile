@@ -8,7 +8,7 @@ SYSPY  ?= $(shell command -v /usr/bin/python3 || command -v python3)
 .PHONY: up test setup system clean
 
 up: setup
-	$(VENV)/bin/pysup config examples/compose/demo.yaml
+	$(VENV)/bin/pysup config -f examples/compose/demo.yaml
 
 test: setup
 	$(PY) -m pytest -q

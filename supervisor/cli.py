@@ -32,8 +32,8 @@ def _project_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pysup", description="A daemonless container supervisor for compose files.")
     parser.add_argument("--version", action="version", version=f"pysup {__version__}")
-    parser.add_argument("--log-format", choices=("console", "json"), default="console",
-                        help="how log lines are written to stderr (default: console)")
+    parser.add_argument("--log-format", choices=("console", "json"), default=None,
+                        help="how log lines are written to stderr (default: x-pysup.log_format, else console)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     _project_options(parser, top=True)
     parser.set_defaults(project_name=None, project_directory=None, env_files=None, profiles=None)
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from . import log
 
-    log.configure(args.log_format, args.log_level)
+    log.configure(args.log_format or "console", args.log_level)
     try:
         return args.handler(args)
     except SpecError as exc:

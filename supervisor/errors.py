@@ -7,6 +7,7 @@ and gets a traceback.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import attrs
 
@@ -27,9 +28,9 @@ def format_path(path: Sequence[PathPart]) -> str:
     return out
 
 
-@attrs.frozen
-class Location:
-    """A place in a spec file, 1-based like editors and compilers show it."""
+class Location(NamedTuple):
+    """A place in a spec file, 1-based like editors and compilers show it. A named tuple, not an
+    attrs class: the reader makes one per YAML node, tens of thousands for a large stack."""
 
     file: str
     line: int
@@ -70,3 +71,26 @@ class SpecError(PysupError):
             problems = [problems]
         self.problems: tuple[Problem, ...] = tuple(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class CgroupError(PysupError):
+    """A cgroup operation failed: which file or directory, what pysup was doing to it, and, for a
+    limit, the service and spec key it came from. `errno` is the kernel's answer when there was one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        operation: str,
+        service: str | None = None,
+        key: str | None = None,
+        errno: int | None = None,
+    ):
+        self.message = message
+        self.path = path
+        self.operation = operation
+        self.service = service
+        self.key = key
+        self.errno = errno
+        super().__init__(message)

@@ -117,14 +117,21 @@ def strip_reset(tree: Map) -> Map:
 
 
 def _strip(value: Any) -> Any:
+    """`value` without `!reset` keys and merge tags; parts with neither are returned as they are
+    (copy-on-write: a large tree with no tags costs one walk and no copies)."""
     if isinstance(value, Map):
+        stripped = {k: _strip(v) for k, v in value.items() if value.tags.get(k) != RESET}
+        if not value.tags and all(stripped[k] is v for k, v in value.items()):
+            return value
         out = Map(loc=value.loc)
-        for k, v in value.items():
-            if value.tags.get(k) != RESET:
-                _put(out, k, _strip(v), value, tag=None)
+        for k, v in stripped.items():
+            _put(out, k, v, value, tag=None)
         return out
     if isinstance(value, list):
-        return Seq([_strip(v) for v in value], loc=getattr(value, "loc", None), item_locs=_item_locs(value))
+        items = [_strip(v) for v in value]
+        if all(a is b for a, b in zip(items, value)):
+            return value
+        return Seq(items, loc=getattr(value, "loc", None), item_locs=_item_locs(value))
     return value
 
 
@@ -491,22 +498,50 @@ _UNIQUE: list[tuple[Pattern, Callable[[Any], Any]]] = [
 ]
 
 
+
 def enforce_unicity(tree: Map) -> Map:
     """Drop re-definitions in sequences that compose keys by a unique value (ports, volumes by target,
     secrets by target, environment by name, ...): the later entry replaces the earlier one in place."""
-    return _unique(tree, ())
+    return _unique(tree, _UNIQUE_TRIE)
 
 
-def _unique(value: Any, path: KeyPath) -> Any:
+def _trie(patterns: Sequence[tuple[Pattern, Callable[[Any], Any]]]) -> dict:
+    """Patterns as a tree of path parts ("*" for any key); the index function sits under None."""
+    root: dict = {}
+    for pattern, index in patterns:
+        node = root
+        for part in pattern:
+            node = node.setdefault(part, {})
+        node[None] = index
+    return root
+
+
+# _trie_child follows one branch: no level of these patterns holds both a named key and "*".
+_UNIQUE_TRIE = _trie(_UNIQUE)
+
+
+def _trie_child(trie: dict, key: str) -> dict | None:
+    return trie.get(key) if key in trie else trie.get("*")
+
+
+def _unique(value: Any, trie: dict) -> Any:
+    """Only the paths some pattern can reach are walked; untouched parts are shared, not copied."""
     if isinstance(value, Map):
+        changed = {}
+        for k, v in value.items():
+            sub = _trie_child(trie, k)
+            if sub is not None:
+                new = _unique(v, sub)
+                if new is not v:
+                    changed[k] = new
+        if not changed:
+            return value
         out = Map(loc=value.loc)
         for k, v in value.items():
-            _put(out, k, _unique(v, path + (k,)), value)
+            _put(out, k, changed.get(k, v), value)
         return out
-    if isinstance(value, list):
-        for pattern, index in _UNIQUE:
-            if _matches(path, pattern):
-                return _dedupe(value, index)
+    if isinstance(value, list) and None in trie:
+        return _dedupe(value, trie[None])
     return value
 
 

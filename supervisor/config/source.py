@@ -15,7 +15,6 @@ The reader follows what Docker Compose (go-yaml v3) does, not PyYAML's defaults:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -189,34 +188,64 @@ else:  # pragma: no cover - PyYAML built without libyaml
     _make_loader = _Loader
 
 
+class _Refused(Exception):
+    """Stops building at once: the document is too deep, too large once expanded, or recursive."""
+
+    def __init__(self, node: Node, message: str):
+        self.node, self.message = node, message
+
+
 class _Builder:
-    """Nodes -> Map/Seq/scalars. Aliased nodes build once and are shared, like PyYAML does."""
+    """Nodes -> Map/Seq/scalars. Aliased nodes build once and are shared, like PyYAML does.
+
+    While building it measures each subtree with its aliases expanded (size and height, memoised
+    per node, so an alias bomb is measured without being expanded): every later stage walks the
+    expanded tree, so the caps apply to that."""
 
     def __init__(self, file: str):
         self.file = file
         self.built: dict[int, Any] = {}
+        self.measure: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, height)
         self.problems: list[Problem] = []
 
-    def build(self, node: Node) -> Any:
+    def build(self, node: Node, depth: int = 0) -> Any:
         key = id(node)
         if key in self.built:
+            if key not in self.measure:
+                raise _Refused(node, "a YAML alias refers to a node that contains it (a recursive structure)")
+            if depth + self.measure[key][1] > MAX_DEPTH:
+                raise _Refused(node, f"nesting is deeper than {MAX_DEPTH} levels")
             return self.built[key]
+        if depth > MAX_DEPTH:
+            raise _Refused(node, f"nesting is deeper than {MAX_DEPTH} levels")
         if isinstance(node, ScalarNode):
-            value = self.scalar(node)
-        elif isinstance(node, SequenceNode):
+            self.built[key] = value = self.scalar(node)
+            self.measure[key] = (1, 0)
+            return value
+        if isinstance(node, SequenceNode):
             value = Seq(loc=_loc(self.file, node), item_locs=[])
             self.built[key] = value
             for item in node.value:
                 self.check_tag(item, "a sequence item")
-                value.append(self.build(item))
+                value.append(self.build(item, depth + 1))
                 value.item_locs.append(_loc(self.file, item))
+            children = node.value
         elif isinstance(node, MappingNode):
             value = Map(loc=_loc(self.file, node))
             self.built[key] = value
-            self.mapping(node, value)
+            self.mapping(node, value, depth)
+            children = [n for pair in node.value for n in pair]
         else:  # pragma: no cover - the composer makes only these three
             raise TypeError(node)
-        self.built[key] = value
+        size, height = 1, 0
+        for child in children:
+            child_size, child_height = self.measure.get(id(child), (1, 0))
+            size += child_size
+            height = max(height, child_height + 1)
+        if size > MAX_EXPANDED_NODES:
+            raise _Refused(node, f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} nodes "
+                                 "(an alias bomb?); refusing to load")
+        self.measure[key] = (size, height)
         return value
 
     def check_tag(self, node: Node, where: str) -> None:
@@ -263,7 +292,7 @@ class _Builder:
         self.error(node, f"unsupported YAML tag {tag}")
         return raw
 
-    def mapping(self, node: MappingNode, out: Map) -> None:
+    def mapping(self, node: MappingNode, out: Map, depth: int) -> None:
         explicit: list[tuple[Node, Node]] = []
         merges: list[Node] = []
         for key_node, value_node in node.value:
@@ -275,7 +304,7 @@ class _Builder:
         for source in merges:
             items = source.value if isinstance(source, SequenceNode) else [source]
             for item in reversed(items):
-                merged = self.build(item)
+                merged = self.build(item, depth + 1)
                 if not isinstance(merged, Map):
                     self.error(item, "a << merge key needs a mapping or a list of mappings")
                     continue
@@ -286,7 +315,7 @@ class _Builder:
             if not isinstance(key_node, ScalarNode):
                 self.error(key_node, "a mapping key must be a plain value, not a list or mapping")
                 continue
-            key = self.build(key_node)
+            key = self.build(key_node, depth + 1)
             if key is None:
                 self.error(key_node, "empty mapping key")
                 continue
@@ -296,7 +325,7 @@ class _Builder:
                 self.error(key_node, f"duplicate key {key!r} (first defined at line {seen[key].line})")
                 continue
             seen[key] = here
-            out[key] = self.build(value_node)
+            out[key] = self.build(value_node, depth + 1)
             out.key_locs[key] = here
             out.value_locs[key] = _loc(self.file, value_node)
             out.tags.pop(key, None)
@@ -308,39 +337,6 @@ def _key_str(key: Any) -> str:
     if isinstance(key, bool):
         return "true" if key else "false"
     return str(key)
-
-
-def _expanded_size(root: Node) -> tuple[int, Node | None]:
-    """Node count with every alias expanded, computed without expanding (memoised per node), and
-    the first node found nested deeper than MAX_DEPTH, if any."""
-    sizes: dict[int, int] = {}
-    stack: list[tuple[Node, bool, int]] = [(root, False, 0)]
-    while stack:
-        node, children_done, depth = stack.pop()
-        if id(node) in sizes:
-            continue
-        if isinstance(node, ScalarNode):
-            sizes[id(node)] = 1
-            continue
-        if depth > MAX_DEPTH:
-            return 0, node
-        children = _children(node)
-        if children_done:
-            sizes[id(node)] = 1 + sum(sizes.get(id(c), 0) for c in children)
-            if sizes[id(node)] > MAX_EXPANDED_NODES:
-                return sizes[id(node)], None
-        else:
-            stack.append((node, True, depth))
-            stack.extend((c, False, depth + 1) for c in children if id(c) not in sizes)
-    return sizes[id(root)], None
-
-
-def _children(node: Node) -> Iterator[Node]:
-    if isinstance(node, SequenceNode):
-        return list(node.value)
-    if isinstance(node, MappingNode):
-        return [n for pair in node.value for n in pair]
-    return []
 
 
 def parse_yaml(text: str, file: str) -> Map:
@@ -361,15 +357,11 @@ def parse_yaml(text: str, file: str) -> Map:
         kind = "a list" if isinstance(root, SequenceNode) else "a single value"
         raise SpecError(Problem(f"the top level must be a mapping of keys (services, networks, ...), not {kind}",
                                 location=_loc(file, root)))
-    size, deep = _expanded_size(root)
-    if deep is not None:
-        raise SpecError(Problem(f"nesting is deeper than {MAX_DEPTH} levels", location=_loc(file, deep)))
-    if size > MAX_EXPANDED_NODES:
-        raise SpecError(Problem(
-            f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} nodes (an alias bomb?); refusing to load",
-            location=_loc(file, root)))
     builder = _Builder(file)
-    tree = builder.build(root)
+    try:
+        tree = builder.build(root)
+    except _Refused as exc:
+        raise SpecError(Problem(exc.message, location=_loc(file, exc.node))) from None
     if builder.problems:
         raise SpecError(builder.problems)
     return tree

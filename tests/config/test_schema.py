@@ -426,3 +426,12 @@ def test_a_200_service_file_validates_clean() -> None:
     # Speed is measured in bench/load_config.py, not asserted here.
     big = parse_yaml(big_compose(200), "big.yaml")
     assert schema.validate(big) == []
+
+
+@pytest.mark.parametrize("text, expected", CASES)
+def test_the_fast_validator_agrees_that_invalid_inputs_are_invalid(text: str, expected: list[str]) -> None:
+    # validate() trusts jsonschema-rs for "valid"; a file it passes would never get its messages.
+    fast = schema._fast_validator(schema.COMPOSE_SCHEMA)
+    assert fast is not None
+    if expected:
+        assert not fast.is_valid(tree(text))

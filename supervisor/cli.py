@@ -87,6 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except SpecError as exc:
+        if exc.warnings:
+            import structlog
+
+            for warning in exc.warnings:
+                structlog.get_logger().warning(str(warning))
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return exc.exit_code

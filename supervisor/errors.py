@@ -70,6 +70,8 @@ class SpecError(PysupError):
         elif isinstance(problems, Problem):
             problems = [problems]
         self.problems: tuple[Problem, ...] = tuple(problems)
+        # Warnings found before the failure (an unset variable often explains the error after it).
+        self.warnings: tuple[Problem, ...] = ()
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

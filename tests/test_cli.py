@@ -83,3 +83,18 @@ def test_warnings_name_the_key_and_service(tmp_path):
     r = pysup("config", "-q", cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "compose.yaml:4:5: services.web.build: \"build\" is not supported by pysup" in r.stderr
+
+
+def test_warnings_before_a_failure_are_shown_with_it(tmp_path):
+    (tmp_path / "compose.yaml").write_text("services:\n  web:\n    image: ${IMAGE}\n    restart: ${POLICY}x\n")
+    r = pysup("config", "-q", cwd=str(tmp_path))
+    assert r.returncode == 1
+    assert 'variable "IMAGE" is not set' in r.stderr
+    assert r.stderr.rstrip().splitlines()[-1].startswith("compose.yaml:4:14: services.web.restart:")
+
+
+def test_project_directory_is_where_the_default_file_is_found(tmp_path):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "compose.yaml").write_text("services:\n  a: {image: x}\n")
+    r = pysup("--project-directory", "proj", "config", "--services", cwd=str(tmp_path))
+    assert (r.returncode, r.stdout) == (0, "a\n"), r.stderr

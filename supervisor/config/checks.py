@@ -54,13 +54,14 @@ SUPPORTED_RESERVATIONS_KEYS = frozenset({"cpus", "memory"})  # not generic_resou
 SUPPORTED_BLKIO_KEYS = frozenset({"weight", "weight_device"})
 SUPPORTED_PORT_KEYS = frozenset({"target", "published", "host_ip", "protocol", "mode", "name", "app_protocol"})
 SUPPORTED_SERVICE_NETWORK_KEYS = frozenset({
-    "aliases", "ipv4_address", "ipv6_address", "mac_address", "interface_name", "priority", "gw_priority",
+    "aliases", "ipv4_address", "ipv6_address", "interface_name", "priority",
 })
-SUPPORTED_MOUNT_KEYS = frozenset({"type", "source", "target", "read_only", "bind", "volume", "tmpfs", "consistency"})
+# `consistency` is a macOS file-sharing hint: no meaning on Linux, so it warns like the other no-ops.
+SUPPORTED_MOUNT_KEYS = frozenset({"type", "source", "target", "read_only", "bind", "volume", "tmpfs"})
 SUPPORTED_MOUNT_TYPES = frozenset({"bind", "volume", "tmpfs"})
-SUPPORTED_BIND_KEYS = frozenset({"propagation", "create_host_path", "recursive"})  # not selinux relabeling
+SUPPORTED_BIND_KEYS = frozenset({"propagation", "create_host_path"})  # not selinux relabeling, recursive
 SUPPORTED_NETWORK_KEYS = frozenset({
-    "name", "driver", "ipam", "external", "internal", "enable_ipv4", "enable_ipv6", "labels",
+    "name", "driver", "ipam", "external", "internal", "enable_ipv6", "labels",
 })
 SUPPORTED_NETWORK_DRIVERS = frozenset({"bridge"})
 SUPPORTED_IPAM_KEYS = frozenset({"driver", "config"})
@@ -200,9 +201,32 @@ def semantic_problems(tree: Map, *, profiles: Collection[str] = ()) -> list[Prob
         out += _volume_problems(tree, service, base)
         out += _secret_config_problems(tree, service, base)
         out += _consistency_problems(tree, service, base)
+        out += _image_problems(tree, name, service, base)
+    out += _container_name_problems(tree, services, active)
     out += _cycle_problems(tree, services, active)
     out += _top_level_problems(tree)
     return sort_problems(out)
+
+
+def _image_problems(tree: Map, name: str, service: Mapping[str, Any], base: KeyPath) -> Iterator[Problem]:
+    """Something to run: an image, or pysup's own x-pysup.rootfs. pysup builds no images."""
+    if service.get("image") is None and _map(service.get("x-pysup")).get("rootfs") is None:
+        hint = " (pysup does not build images: build it elsewhere and name it here)" if "build" in service else ""
+        yield problem_at(tree, base, f'service "{name}" has neither an image nor x-pysup.rootfs{hint}', key=True)
+
+
+def _container_name_problems(tree: Map, services: Mapping[str, Any], active: set[str]) -> Iterator[Problem]:
+    """Container names are unique on a host, so across the services of a stack too."""
+    first: dict[str, str] = {}
+    for name in sorted(active):
+        cname = _map(services[name]).get("container_name")
+        if not isinstance(cname, str):
+            continue
+        if cname in first:
+            yield problem_at(tree, ("services", name, "container_name"),
+                             f'container name "{cname}" is already used by service "{first[cname]}"')
+        else:
+            first[cname] = name
 
 
 def _reference_problems(tree: Map, name: str, service: Mapping[str, Any], base: KeyPath,
@@ -449,6 +473,12 @@ def xpysup_problems(tree: Map) -> list[Problem]:
                  for n, s in _services(tree).items()]
     for path, backoff in backoffs:
         backoff = _map(backoff)
+        for key in ("base", "cap", "reset_after"):
+            if isinstance(backoff.get(key), str) and clean(path + (key,)):
+                try:
+                    units.parse_seconds(backoff[key])
+                except units.UnitError as exc:
+                    out.append(problem_at(tree, path + (key,), str(exc)))
         base, cap = _seconds(backoff.get("base")), _seconds(backoff.get("cap"))
         if base is not None and cap is not None and base > cap and clean(path):
             out.append(problem_at(tree, path + ("base",), f"backoff base ({quote(backoff['base'])}) is longer than "

@@ -75,16 +75,24 @@ def load(
     cwd: str | None = None,
 ) -> Loaded:
     """Load a stack as `docker compose` would from the same arguments and environment."""
+    warnings: list[Problem] = []
+    try:
+        return _load(files, project_name, project_dir, env_files, profiles, environ, cwd, warnings)
+    except SpecError as exc:
+        exc.warnings = tuple(warnings)
+        raise
+
+
+def _load(files, project_name, project_dir, env_files, profiles, environ, cwd, warnings: list[Problem]) -> Loaded:
     shell = dict(os.environ if environ is None else environ)
     cwd = os.path.abspath(cwd or os.getcwd())
-    warnings: list[Problem] = []
 
     if not files and shell.get("COMPOSE_FILE"):
         files = [f for f in shell["COMPOSE_FILE"].split(shell.get("COMPOSE_PATH_SEPARATOR", os.pathsep)) if f]
     if files:
         paths = [f if f == "-" else os.path.abspath(os.path.join(cwd, f)) for f in files]
-    else:
-        paths = find_default_files(cwd)
+    else:  # compose looks in --project-directory when given, else here and upwards
+        paths = find_default_files(os.path.join(cwd, project_dir) if project_dir else cwd)
     project_dir = os.path.abspath(os.path.join(cwd, project_dir)) if project_dir else os.path.dirname(paths[0])
 
     env = project_environment(project_dir, env_files, shell, cwd)

@@ -17,6 +17,8 @@ import os
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from ..errors import KeyPath, SpecError
 from . import parse_service as fam
 from .model import (
@@ -79,6 +81,12 @@ def build_stack(
             service = build_service(ctx, key, spec, ("services", key))
             if service is not None:
                 services[key] = service
+    # A `required: false` dependency on a service the profiles left out is dropped, as compose
+    # does; a required one was refused by the checks already.
+    for key, service in services.items():
+        if any(not d.required and d.service not in services for d in service.depends_on):
+            services[key] = attrs.evolve(service, depends_on=tuple(
+                d for d in service.depends_on if d.required or d.service in services))
 
     networks = _resources(ctx, tree, "networks", name, _network)
     if "default" not in networks and any(

@@ -67,8 +67,8 @@ def resources(ctx: Ctx, svc: Any, path: KeyPath) -> dict[str, Any]:
         twin = spec.get(dkey)
         twin = None if twin is None else ctx.attempt(parse, twin, (*dpath, section, dkey), default=None)
         if legacy and res.get(section) is not None and (twin or 0) != legacy:
-            ctx.report(Invalid((*path, key), f"can't set distinct values on '{key}' and "
-                                             f"'deploy.resources.{section}.{dkey}'", key=True))
+            ctx.report(Invalid((*path, key), f'can\'t set distinct values on "{key}" and '
+                                             f'"deploy.resources.{section}.{dkey}"', key=True))
         value = twin if twin is not None else legacy
         if value:  # zero is "not set" (no limit), as in compose
             fields[_FIELD[key]] = value

@@ -461,12 +461,12 @@ def replicas(ctx: Ctx, svc: Any, path: KeyPath) -> dict[str, Any]:
     scale = opt_int(svc, "scale", path, minimum=0, what="scale")
     count = opt_int(deploy, "replicas", dpath, minimum=0, what="replicas")
     if scale is not None and count is not None and scale != count:
-        raise Invalid((*path, "scale"), "can't set distinct values on 'scale' and 'deploy.replicas'", key=True)
+        raise Invalid((*path, "scale"), 'can\'t set distinct values on "scale" and "deploy.replicas"', key=True)
     n = scale if scale is not None else count if count is not None else 1
     if n > 1 and svc.get("container_name"):
         attr = "scale" if scale is not None else "deploy.replicas"
         raise Invalid((*path, "container_name"),
-                      f"can't set container_name and {attr} as container name must be unique", key=True)
+                      f'can\'t set "container_name" and "{attr}": container names must be unique', key=True)
     return {"replicas": n}
 
 

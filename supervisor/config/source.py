@@ -144,7 +144,8 @@ _Resolver.add_implicit_resolver(
 # secret's `mode: 0440` must mean r--r-----, not decimal 440.
 _Resolver.add_implicit_resolver(
     "tag:yaml.org,2002:int",
-    re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    # and, like Go's ParseInt after go-yaml drops every "_": 1_000, 0b101, -0x10.
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*|0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+)$"),
     list("-+0123456789"),
 )
 _Resolver.add_implicit_resolver(
@@ -271,15 +272,7 @@ class _Builder:
         if tag == "tag:yaml.org,2002:bool":
             return raw.lower() == "true"
         if tag == "tag:yaml.org,2002:int":
-            try:
-                if raw[:2] == "0o":
-                    return int(raw[2:], 8)
-                if len(raw) > 1 and raw[0] == "0" and raw.isdigit() and set(raw) <= set("01234567"):
-                    return int(raw, 8)
-                return int(raw, 0 if raw[:2] == "0x" else 10)
-            except ValueError:
-                self.error(node, f"invalid integer {raw!r}")
-                return raw
+            return _go_int(raw)
         if tag == "tag:yaml.org,2002:float":
             low = raw.lower()
             if low.endswith("inf"):
@@ -331,6 +324,22 @@ class _Builder:
             out.tags.pop(key, None)
             if value_node.tag in _TAGS:
                 out.tags[key] = _TAGS[value_node.tag]
+
+
+def _go_int(raw: str) -> int | str:
+    """An integer as go-yaml v3 reads it: underscores dropped, then Go's base-0 rules, where a
+    leading 0 means octal. What Go would not take as an integer stays a string here."""
+    text = raw.replace("_", "")
+    sign = -1 if text[:1] == "-" else 1
+    digits = text.lstrip("+-")
+    try:
+        if digits[:2].lower() in ("0x", "0o", "0b"):
+            return sign * int(digits, 0)
+        if len(digits) > 1 and digits[0] == "0" and set(digits) <= set("01234567"):
+            return sign * int(digits, 8)
+        return sign * int(digits, 10)
+    except ValueError:
+        return raw
 
 
 def _key_str(key: Any) -> str:

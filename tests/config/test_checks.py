@@ -560,18 +560,16 @@ def test_x_pysup_problems() -> None:
         """
     ) == [
         '6:7 services.web.x-pysup.rootf: unknown key "rootf" (did you mean "rootfs"?)',
-        '7:15 services.web.x-pysup.userns: must be one of: true, false, "auto", found "maybe"',
-        '8:29 services.web.x-pysup.restart_on_unhealthy: must be a boolean (true or false), found "yes" '
-        "(YAML 1.2 booleans are only true and false)",
-        '9:23 services.web.x-pysup.backoff.base: invalid duration "fast": expected a number of seconds or a '
-        'duration like "100ms", "30s" or "1m30s"',
+        '7:15 services.web.x-pysup.userns: must be one of: true, false, "auto", "true", "false", found "maybe"',
+        '8:29 services.web.x-pysup.restart_on_unhealthy: must be one of: true, false, "true", "false", found "yes"',
+        '9:23 services.web.x-pysup.backoff.base: invalid duration "fast"',
         "9:34 services.web.x-pysup.backoff.cap: must be at least 0, found -1",
         '9:38 services.web.x-pysup.backoff.reset: unknown key "reset" (did you mean "reset_after"?)',
         '10:21 services.web.x-pysup.load_balance: must be one of: "round-robin", "least-connections", found "random"',
         '13:5 x-pysup.registries.http://docker.io: invalid registry host "http://docker.io": expected a host name '
         'with an optional port, like "docker.io" or "registry.local:5000"',
         '14:24 x-pysup.registries.quay.io.mirrors: must be a list, found "mirror.local"',
-        "14:48 x-pysup.registries.quay.io.insecure: must be a boolean (true or false), found 1",
+        '14:48 x-pysup.registries.quay.io.insecure: must be one of: true, false, "true", "false", found 1',
         '15:16 x-pysup.subnet_pool: invalid subnet "10.0.0.0": expected an address range in CIDR notation, '
         'like "10.89.0.0/16"',
         '16:15 x-pysup.log_format: must be one of: "console", "json", found "text"',
@@ -598,4 +596,22 @@ def test_x_pysup_of_wrong_type() -> None:
     assert xpysup("services: {web: {image: x, x-pysup: [1]}}\nx-pysup: 5\n") == [
         "1:37 services.web.x-pysup: must be a mapping, found a list",
         "2:10 x-pysup: must be a mapping, found 5",
+    ]
+
+
+def test_something_to_run_and_unique_container_names() -> None:
+    assert semantic(
+        """
+        services:
+          a: {image: x, container_name: same}
+          b: {image: y, container_name: same}
+          c: {build: .}
+          d: {x-pysup: {rootfs: ./root}}
+          e: {environment: {A: 1}}
+        """
+    ) == [
+        '4:33 services.b.container_name: container name "same" is already used by service "a"',
+        '5:3 services.c: service "c" has neither an image nor x-pysup.rootfs (pysup does not build images: '
+        "build it elsewhere and name it here)",
+        '7:3 services.e: service "e" has neither an image nor x-pysup.rootfs',
     ]

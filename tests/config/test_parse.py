@@ -659,23 +659,23 @@ INVALID = [
     ("deploy: {restart_policy: {condition: maybe}}",
      '3:42: services.web.deploy.restart_policy.condition: invalid restart condition "maybe" '
      "(use none, on-failure or any)"),
-    ("scale: 2\ndeploy: {replicas: 3}", "3:5: services.web.scale: can't set distinct values on 'scale' and "
-                                        "'deploy.replicas'"),
+    ("scale: 2\ndeploy: {replicas: 3}", "3:5: services.web.scale: can't set distinct values on \"scale\" and "
+                                        "\"deploy.replicas\""),
     ("scale: -1", '3:12: services.web.scale: invalid scale "-1": must be at least 0'),
     ("container_name: c\ndeploy: {replicas: 2}",
-     "3:5: services.web.container_name: can't set container_name and deploy.replicas as container name must be"
-     " unique"),
+     "3:5: services.web.container_name: can't set \"container_name\" and \"deploy.replicas\": container names"
+     " must be unique"),
     ("mem_limit: 1g\ndeploy: {resources: {limits: {memory: 2g}}}",
-     "3:5: services.web.mem_limit: can't set distinct values on 'mem_limit' and 'deploy.resources.limits.memory'"),
+     "3:5: services.web.mem_limit: can't set distinct values on \"mem_limit\" and \"deploy.resources.limits.memory\""),
     ("mem_limit: 1g\ndeploy: {resources: {limits: {cpus: 1}}}",  # compose: a missing twin counts as 0
-     "3:5: services.web.mem_limit: can't set distinct values on 'mem_limit' and 'deploy.resources.limits.memory'"),
+     "3:5: services.web.mem_limit: can't set distinct values on \"mem_limit\" and \"deploy.resources.limits.memory\""),
     ("cpus: 1\ndeploy: {resources: {limits: {cpus: 2}}}",
-     "3:5: services.web.cpus: can't set distinct values on 'cpus' and 'deploy.resources.limits.cpus'"),
+     "3:5: services.web.cpus: can't set distinct values on \"cpus\" and \"deploy.resources.limits.cpus\""),
     ("pids_limit: 10\ndeploy: {resources: {limits: {pids: 20}}}",
-     "3:5: services.web.pids_limit: can't set distinct values on 'pids_limit' and 'deploy.resources.limits.pids'"),
+     "3:5: services.web.pids_limit: can't set distinct values on \"pids_limit\" and \"deploy.resources.limits.pids\""),
     ("mem_reservation: 1m\ndeploy: {resources: {reservations: {memory: 2m}}}",
-     "3:5: services.web.mem_reservation: can't set distinct values on 'mem_reservation' and "
-     "'deploy.resources.reservations.memory'"),
+     "3:5: services.web.mem_reservation: can't set distinct values on \"mem_reservation\" and "
+     "\"deploy.resources.reservations.memory\""),
     ("mem_limit: lots", '3:16: services.web.mem_limit: invalid byte size "lots"'),
     ("cpus: many", '3:11: services.web.cpus: invalid cpus "many": expected a number like "1.5"'),
     ("cpuset: 0-a", '3:13: services.web.cpuset: invalid cpuset "0-a": expected CPU numbers and ranges like "0-2,4"'),

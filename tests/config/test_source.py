@@ -25,7 +25,10 @@ def error_of(text: str) -> str:
         ("v: 089", 89),
         ("v: 0o17", 15),
         ("v: 0x1f", 31),
-        ("v: 1_000", "1_000"),
+        ("v: 1_000", 1000),  # go-yaml v3 drops underscores before Go's ParseInt
+        ("v: 0b101", 5),
+        ("v: -0x10", -16),
+        ("v: 0x", "0x"),
         ("v: true", True),
         ("v: False", False),
         ("v: ~", None),

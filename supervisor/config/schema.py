@@ -18,13 +18,14 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from ..errors import KeyPath, Problem
 from .source import Map, locate, locate_key
+
+if TYPE_CHECKING:  # imported when first needed: a valid file never does (see _fast_validator)
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 COMPOSE_SCHEMA = "compose-spec.json"
@@ -92,6 +93,8 @@ def validator(name: str = COMPOSE_SCHEMA) -> Draft202012Validator:
     The schema is flattened first (see `flatten`): jsonschema then spends no time resolving `$ref`s,
     which makes validating a 200-service file about a quarter faster.
     """
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(flatten(load_schema(name)))
 
 

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The peers the benchmarks compare pysup with, all from Debian's packages. Not needed by the tests.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# bubblewrap, crun and runc: the container-start peers of bench/run_latency.py
+apt-get install -y -qq --no-install-recommends docker-compose podman podman-compose bubblewrap crun runc >/dev/null

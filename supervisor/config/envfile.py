@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from ..errors import Location, Problem, SpecError
 from .interpolate import InterpolationError, interpolate_string
-from .source import MAX_FILE_BYTES
+from .source import read_text
 
 __all__ = ["parse_env_file", "parse_env_text"]
 
@@ -243,19 +243,5 @@ def parse_env_text(text: str, file: str, lookup: LookupFn | None = None) -> dict
 
 def parse_env_file(path: str, lookup: LookupFn | None = None) -> dict[str, str]:
     """Read and parse an env file (see `parse_env_text`). A missing file is a SpecError."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise SpecError(Problem("no such file", file=path)) from None
-    except IsADirectoryError:
-        raise SpecError(Problem("is a directory, not an env file", file=path)) from None
-    except OSError as exc:
-        raise SpecError(Problem(f"cannot read: {exc.strerror}", file=path)) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise SpecError(Problem(f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB", file=path))
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(Problem(f"not UTF-8 text (byte {exc.start})", file=path)) from None
+    text = read_text(path, what="env file")
     return parse_env_text(text, path, lookup)

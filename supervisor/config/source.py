@@ -406,8 +406,9 @@ def _located(message: str, file: str, mark: Any) -> Problem:
     return Problem(message, location=Location(file, mark.line + 1, mark.column + 1))
 
 
-def read_yaml(path: str, display: str | None = None) -> Map:
-    """Read and parse a spec file; `display` is the name errors show (defaults to `path`)."""
+def read_text(path: str, display: str | None = None, *, what: str = "spec file") -> str:
+    """A spec or env file's text, refused with a clear message when it is missing, a directory,
+    unreadable, over the size cap or not UTF-8. `display` is the name errors show."""
     name = display or path
     try:
         with open(path, "rb") as f:
@@ -415,13 +416,17 @@ def read_yaml(path: str, display: str | None = None) -> Map:
     except FileNotFoundError:
         raise SpecError(Problem("no such file", file=name)) from None
     except IsADirectoryError:
-        raise SpecError(Problem("is a directory, not a spec file", file=name)) from None
+        raise SpecError(Problem(f"is a directory, not {'an' if what[0] in 'aeiou' else 'a'} {what}", file=name)) from None
     except OSError as exc:
         raise SpecError(Problem(f"cannot read: {exc.strerror}", file=name)) from None
     if len(data) > MAX_FILE_BYTES:
         raise SpecError(Problem(f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB", file=name))
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SpecError(Problem(f"not UTF-8 text (byte {exc.start})", file=name)) from None
-    return parse_yaml(text, name)
+
+
+def read_yaml(path: str, display: str | None = None) -> Map:
+    """Read and parse a spec file; `display` is the name errors show (defaults to `path`)."""
+    return parse_yaml(read_text(path, display), display or path)

@@ -4,8 +4,11 @@
 set -euo pipefail
 
 packages=(
-  python3-venv   # the virtual environment for the Python dependencies (ensurepip)
-  python3-dev    # headers for Python packages that compile on install
+  python3-venv     # the virtual environment for the Python dependencies (ensurepip)
+  python3-dev      # headers for Python packages that compile on install
+  libseccomp2      # libseccomp.so.2, loaded by pyseccomp to build and load the seccomp filter
+  busybox-static   # a static busybox: scripts/make-busybox-rootfs.sh builds the test and demo rootfs from it
+  tini             # /usr/bin/tini-static: the small PID 1 of `init: true`, bound read-only at /dev/init
 )
 
 missing=()

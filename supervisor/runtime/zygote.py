@@ -1,0 +1,771 @@
+"""The zygote: a small synchronous fork server that starts containers. Never imports trio.
+
+Started once by the launcher as `python -m supervisor.runtime.zygote FD [PARENT_PID]` where FD
+is its end of a SOCK_SEQPACKET socketpair (protocol: `protocol.py`, specs/runtime-protocol.md). It
+imports and warms everything a container start needs (the compiled default seccomp filter, the
+masked-path globs), freezes its objects for the garbage collector, then serves requests one at a
+time. A `start` is one clone:
+
+    zygote ──clone(NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET[|NEWUSER]|CLONE_PARENT)──► the container's PID 1
+        early_init: PR_SET_DUMPABLE 0, setsid, signals reset, umask, lo up
+        child_main: join the cgroups (cgroup.procs), unshare(CLONE_NEWCGROUP)
+        container_init: stdio, hostname, rootfs plan + pivot_root, rlimits
+        process_init: user, cwd, capabilities, no_new_privs, close every fd but the sync pipe
+                      (O_CLOEXEC), seccomp, execve
+    child → zygote over the CLOEXEC sync pipe: JSON lines `{"warning": ...}`, or
+    `{"stage", "errno", "message"}` on failure; EOF without a failure means execve succeeded.
+
+With the default namespaces the clone was made ahead of time (`Spare`): the request only hands it
+the spec. An `exec` clones into a running container's namespaces (`handle_exec`) and shares
+`process_init`. With a user namespace the child waits until the zygote has written its id maps
+(`clone_container`, `setup_user_namespace`).
+
+CLONE_PARENT makes every such process the supervisor's child directly (the supervisor is a child
+subreaper too): it waits with a pidfd, and reaps a failed child itself (`failed` carries its pid).
+A failed start leaves nothing else: the mounts and namespaces die with the process. The zygote has
+PR_SET_PDEATHSIG(SIGKILL): it dies with the supervisor. Code that runs in a child never returns
+into the serving loop: every child path ends in execve or os._exit.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import gc
+import json
+import os
+import resource
+import signal
+import socket
+import struct
+import sys
+from typing import Any
+
+from .. import syscalls as S
+from . import protocol
+from . import rootfs as R
+from . import security
+from .spec import ContainerSpec, ExecSpec, env_with_defaults, generated_hosts, generated_resolv_conf
+from .users import UserError, resolve_user
+
+
+class Failure(Exception):
+    """A start failed at `stage` (`mount /proc`, `exec`, ...) with `errno`."""
+
+    def __init__(self, stage: str, err: int | None, message: str):
+        super().__init__(message)
+        self.stage = stage
+        self.errno = err
+        self.pid: int | None = None  # a child that exists (killed): its parent reaps it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "errno": self.errno, "message": str(self)}
+
+
+def _fail_from(stage: str, e: BaseException) -> Failure:
+    if isinstance(e, R.StageError):
+        return Failure(e.stage, e.errno, str(e))
+    err = getattr(e, "errno", None)
+    if isinstance(e, S.SyscallError):
+        return Failure(stage, err, f"{stage}: {e}" if not str(e).startswith(stage) else str(e))
+    if isinstance(e, OSError) and err:
+        return Failure(stage, err, f"{stage}: {errno.errorcode.get(err, err)} ({e.strerror})")
+    return Failure(stage, err, f"{stage}: {e}")
+
+
+# --- pieces of the child ---------------------------------------------------------------------
+
+
+INIT_PATH = "/dev/init"
+
+
+def namespace_flags(spec: ContainerSpec) -> int:
+    flags = S.CLONE_NEWNS | S.CLONE_NEWCGROUP
+    if not spec.host_pid:
+        flags |= S.CLONE_NEWPID
+    if not spec.host_net:
+        flags |= S.CLONE_NEWNET
+    if not spec.host_ipc:
+        flags |= S.CLONE_NEWIPC
+    if not spec.host_uts:
+        flags |= S.CLONE_NEWUTS
+    if spec.uid_map:
+        flags |= S.CLONE_NEWUSER
+    return flags
+
+
+def rootfs_options(spec: ContainerSpec) -> R.RootfsOptions:
+    generated: list[tuple[str, str, str]] = []
+    etc_dir = os.path.join(spec.state_dir, "etc") if spec.state_dir else None
+    if etc_dir:
+        hostname = spec.effective_hostname
+        generated = [
+            ("/etc/hostname", os.path.join(etc_dir, "hostname"), hostname + "\n"),
+            ("/etc/hosts", os.path.join(etc_dir, "hosts"),
+             spec.hosts if spec.hosts is not None else generated_hosts(hostname)),
+            ("/etc/resolv.conf", os.path.join(etc_dir, "resolv.conf"),
+             spec.resolv_conf if spec.resolv_conf is not None else generated_resolv_conf()),
+        ]
+    masked = () if spec.privileged else (spec.masked_paths if spec.masked_paths is not None else R.DEFAULT_MASKED_PATHS)
+    ro = () if spec.privileged else (spec.readonly_paths if spec.readonly_paths is not None else R.DEFAULT_READONLY_PATHS)
+    return R.RootfsOptions(rootfs=spec.rootfs, read_only=spec.read_only, mounts=spec.mounts, masked_paths=masked,
+                           readonly_paths=ro, generated_files=tuple(generated), generated_dir=etc_dir,
+                           sysctls=spec.sysctls, init_binary=spec.init_path if spec.init else None,
+                           layer_dir=os.path.join(spec.state_dir, "layer") if spec.state_dir and spec.writable_layer
+                           else None)
+
+
+def loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifr = fcntl.ioctl(s, 0x8913, struct.pack("16sH22x", b"lo", 0))  # SIOCGIFFLAGS
+        flags = struct.unpack("16sH22x", ifr)[1]
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH22x", b"lo", flags | 1))  # SIOCSIFFLAGS, IFF_UP
+
+
+def set_rlimits(spec: ContainerSpec, warnings: list[str]) -> None:
+    for rl in spec.rlimits:
+        res = getattr(resource, "RLIMIT_" + rl.name.upper(), None)
+        if res is None:
+            raise Failure(f"rlimit {rl.name}", errno.EINVAL, f"rlimit {rl.name}: unknown limit")
+        _, cur_hard = resource.getrlimit(res)
+        soft, hard = rl.soft, rl.hard
+        inf = resource.RLIM_INFINITY
+
+        def above(a: int, b: int) -> bool:  # a > b with -1/RLIM_INFINITY as infinity
+            if b == inf or b < 0:
+                return False
+            return a == inf or a < 0 or a > b
+
+        if above(hard, cur_hard):
+            warnings.append(f"ulimit {rl.name}: hard limit {hard} above the supervisor's {cur_hard} "
+                            f"(no CAP_SYS_RESOURCE); clamped to {cur_hard}")
+            hard = cur_hard
+        if above(soft, hard):
+            soft = hard
+        try:
+            resource.setrlimit(res, (soft, hard))
+        except (OSError, ValueError) as e:
+            raise Failure(f"rlimit {rl.name}", getattr(e, "errno", errno.EINVAL), f"rlimit {rl.name}: {e}") from None
+
+
+def find_executable(name: str, path_var: str) -> str:
+    if "/" in name:
+        return name
+    found_noexec = None
+    for d in path_var.split(":"):
+        cand = os.path.join(d or ".", name)
+        if os.path.isfile(cand):
+            if os.access(cand, os.X_OK):
+                return cand
+            found_noexec = found_noexec or cand
+    if found_noexec:
+        return found_noexec  # execve reports EACCES → 126
+    raise Failure("exec", errno.ENOENT, f'exec: "{name}": executable file not found in $PATH')
+
+
+def reset_signals() -> None:
+    for sig in range(1, signal.NSIG):
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def early_init(private_net: bool) -> None:
+    """The part of PID 1's set-up that needs no spec (a spare child does it while it waits)."""
+    S.prctl(S.PR_SET_DUMPABLE, 0)  # no ptrace or /proc/PID/* access from the container until execve
+    os.setsid()
+    reset_signals()
+    os.umask(0)
+    if private_net:
+        loopback_up()
+
+
+def container_init(spec: ContainerSpec, stdio: list[int], sync_w: int, bpf: bytes | None) -> None:
+    """PID 1 after `early_init`: everything from stdio to execve. Raises Failure; never returns
+    on success."""
+    sc = S.LinuxSyscalls()
+    warnings: list[str] = []
+    stage = "stdio"
+    try:
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)
+        if not spec.host_uts:
+            stage = "sethostname"
+            sc.sethostname(spec.effective_hostname)
+            if spec.domainname:
+                sc.setdomainname(spec.domainname)
+        stage = "rootfs"
+        R.apply(R.plan_rootfs(rootfs_options(spec)), sc)
+        stage = "rlimits"
+        set_rlimits(spec, warnings)
+    except Failure:
+        raise
+    except BaseException as e:
+        raise _fail_from(stage, e) from None
+    process_init(spec, sync_w, bpf, warnings, init=spec.init, create_cwd=True)
+
+
+def held_capabilities(sc: S.Syscalls, caps: tuple[str, ...], warnings: list[str]) -> tuple[str, ...]:
+    """`caps` less those this process does not hold (it cannot grant them: capset would fail), with
+    a warning: here, CAP_SYS_RESOURCE is outside pysup's own bounding set."""
+    permitted = sc.capget()[1]
+    missing = [c for c in caps if not permitted >> security.CAP_NUMBERS[c] & 1]
+    if missing:
+        warnings.append(f"capabilities {', '.join(missing)} are not held by pysup; not granted")
+        return tuple(c for c in caps if c not in missing)
+    return caps
+
+
+def process_init(spec: Any, sync_w: int, bpf: bytes | None, warnings: list[str], *, init: bool = False,
+                 create_cwd: bool = False) -> None:
+    """The tail every container process shares (PID 1, or a process exec'd into a container):
+    user, working directory, environment, capabilities, no_new_privs, fds, seccomp, execve.
+    Runs with the container's root as "/" and stdio in place. Raises Failure."""
+    sc = S.LinuxSyscalls()
+    stage = "user"
+    try:
+        try:
+            user = resolve_user(spec.user)
+        except UserError as e:
+            raise Failure("user", errno.ENOENT, f"user: {e}") from None
+        stage = f"chdir {spec.cwd}"
+        if create_cwd and not os.path.isdir(spec.cwd):
+            _mkdir_p(spec.cwd)  # Docker creates a missing working_dir
+        os.chdir(spec.cwd)
+        cwd = os.getcwd()  # CVE-2024-21626: a cwd outside the root shows as "(unreachable)"
+        if not cwd.startswith("/"):
+            raise Failure(stage, errno.ENOENT, f"{stage}: outside the container root")
+        stage = "exec lookup"
+        env = env_with_defaults(spec, user.home)
+        argv = list(spec.argv)
+        exe = find_executable(argv[0], env["PATH"])
+        if init:
+            argv = [INIT_PATH, "--", exe, *argv[1:]]
+            exe = INIT_PATH
+        flt = bpf
+        if flt is not None and not spec.no_new_privs:
+            # Without no_new_privs the filter must go in while CAP_SYS_ADMIN is still held (runc).
+            stage = "seccomp"
+            security.load_bpf(flt)
+        stage = "capabilities"
+        caps = held_capabilities(sc, spec.capabilities, warnings)
+        security.apply_capabilities(sc, caps, uid=user.uid, gid=user.gid, groups=user.groups)
+        if spec.no_new_privs:
+            stage = "no_new_privs"
+            security.set_no_new_privs(sc)
+        stage = "close fds"
+        if sync_w > 3:
+            S.close_range(3, sync_w - 1)
+        S.close_range(sync_w + 1)
+        os.umask(0o022)
+        for w in warnings:
+            os.write(sync_w, json.dumps({"warning": w}).encode() + b"\n")
+        if flt is not None and spec.no_new_privs:
+            stage = "seccomp"
+            security.load_bpf(flt)
+        stage = "exec"
+        try:
+            os.execve(exe, argv, env)
+        except OSError as e:
+            name = errno.errorcode.get(e.errno or 0, str(e.errno))
+            raise Failure("exec", e.errno, f'exec "{exe}": {name} ({e.strerror})') from None
+    except Failure:
+        raise
+    except BaseException as e:
+        raise _fail_from(stage, e) from None
+
+
+def _mkdir_p(path: str) -> None:
+    cur = ""
+    for part in [p for p in path.split("/") if p]:
+        cur += "/" + part
+        try:
+            os.mkdir(cur, 0o755)
+        except FileExistsError:
+            pass
+
+
+def _filter_key(spec: ContainerSpec) -> tuple:
+    prof = spec.seccomp if isinstance(spec.seccomp, dict) else None
+    return (tuple(sorted(spec.capabilities)), spec.no_new_privs,
+            json.dumps(prof, sort_keys=True) if prof is not None else "default")
+
+
+def prepare_filter(spec: ContainerSpec, filters: dict) -> bytes | None:
+    """The container's seccomp filter as BPF, built and compiled once per capability set and
+    profile in the zygote, so each child only installs the bytes."""
+    if spec.seccomp is None or spec.seccomp == "unconfined":
+        return None
+    key = _filter_key(spec)
+    if key in filters:
+        return filters[key]
+    if isinstance(spec.seccomp, dict):
+        profile = spec.seccomp
+    elif spec.seccomp == "default":
+        profile = security.default_profile()
+    else:
+        raise Failure("seccomp", errno.EINVAL, f"seccomp: unknown profile {spec.seccomp!r}")
+    plan = security.resolve_seccomp(profile, spec.capabilities)
+    try:
+        filters[key] = security.compile_bpf(security.build_filter(plan, no_new_privs=spec.no_new_privs))
+    except security.SeccompError as e:
+        raise Failure("seccomp", errno.EINVAL, str(e)) from None
+    return filters[key]
+
+
+def _write_line(fd: int, obj: dict) -> None:
+    data = json.dumps(obj).encode() + b"\n"
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            b = os.read(fd, 65536)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries
+            continue
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
+def _parse_lines(data: bytes) -> tuple[list[str], dict | None, dict | None]:
+    warnings: list[str] = []
+    error = None
+    result = None
+    for line in data.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if "warning" in obj:
+            warnings.append(obj["warning"])
+        elif "stage" in obj:
+            error = obj
+        elif "pid" in obj:
+            result = obj
+    return warnings, error, result
+
+
+DEFAULT_NAMESPACES = S.CLONE_NEWNS | S.CLONE_NEWCGROUP | S.CLONE_NEWUTS | S.CLONE_NEWIPC | S.CLONE_NEWPID | S.CLONE_NEWNET
+
+
+def check_spec(spec: ContainerSpec) -> None:
+    """Refuse, before anything is made, what would fail in the child anyway (one clear line)."""
+    from .errors import RuntimeSetupError
+    from .spec import UnsupportedOption, check_sysctl
+
+    if not os.path.isdir(spec.rootfs):
+        raise RuntimeSetupError(f"rootfs {spec.rootfs}: not a directory", stage="rootfs", errno=errno.ENOENT,
+                                container=spec.id)
+    if not spec.argv:
+        raise RuntimeSetupError("no command", stage="request", errno=errno.EINVAL, container=spec.id)
+    try:
+        R.plan_rootfs(rootfs_options(spec))
+    except R.MountPlanError as e:
+        raise RuntimeSetupError(f"mounts: {e}", stage="mounts", errno=errno.EINVAL, container=spec.id) from None
+    if spec.init and not os.access(spec.init_path, os.X_OK):
+        raise RuntimeSetupError(f"init: {spec.init_path} is not an executable (apt-get install tini)", stage="init",
+                                errno=errno.ENOENT, container=spec.id)
+    for key, _value in spec.sysctls:
+        try:
+            check_sysctl(key, host_ipc=spec.host_ipc, host_net=spec.host_net)
+        except UnsupportedOption as e:
+            raise RuntimeSetupError(str(e), stage="sysctl", errno=errno.EPERM, container=spec.id) from None
+    for m in spec.mounts:
+        if m.type == "bind" and m.source and not os.path.exists(m.source):
+            raise RuntimeSetupError(f"mount {m.target}: bind mount source {m.source} does not exist",
+                                    stage=f"mount {m.target}", errno=errno.ENOENT, container=spec.id)
+
+
+def clone_flags(spec: ContainerSpec) -> int:
+    """Namespaces made by the clone itself; the cgroup namespace comes after joining the cgroups."""
+    return (namespace_flags(spec) & ~S.CLONE_NEWCGROUP) | S.CLONE_PARENT
+
+
+def child_main(spec: ContainerSpec, stdio: list[int], sync_w: int, bpf: bytes | None) -> None:
+    """The container's PID 1 once its spec is known. Always ends in execve or _exit."""
+    rc = 1
+    stage = "cgroup"
+    try:
+        if not spec.uid_map:  # in a user namespace the parent did it (no rights on the host's cgroupfs here)
+            for path in spec.cgroup_procs:
+                stage = f"cgroup {path}"
+                with open(path, "w") as f:
+                    f.write("0")
+        stage = "unshare cgroup"
+        S.unshare(S.CLONE_NEWCGROUP)  # after joining: /proc/self/cgroup shows "/"
+        container_init(spec, stdio, sync_w, bpf)
+    except Failure as f:
+        rc = 127 if f.stage == "exec" and f.errno == errno.ENOENT else 1
+        _report(sync_w, f.to_dict())
+    except BaseException as e:
+        _report(sync_w, _fail_from(stage, e).to_dict())
+    finally:
+        os._exit(rc)
+
+
+def _report(fd: int, obj: dict) -> None:
+    try:
+        _write_line(fd, obj)
+    except BaseException:
+        pass
+
+
+class Spare:
+    """A container PID 1 cloned ahead of time with the default namespaces (new PID, mount, UTS, IPC,
+    network), `early_init` done, blocked until the zygote hands it a spec, the seccomp BPF and the
+    stdio fds over its own socketpair. Takes the clone (~2-3 ms: a network namespace is not cheap)
+    and the generic set-up off the start path. Like every container it is the supervisor's child
+    (CLONE_PARENT), so the zygote announces it (`spare {pid}`) for the supervisor to reap should it
+    never be used."""
+
+    def __init__(self, pid: int, ctrl: socket.socket, sync_r: int):
+        self.pid = pid
+        self.ctrl = ctrl
+        self.sync_r = sync_r
+
+    @classmethod
+    def spawn(cls, sock: socket.socket) -> Spare | None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = S.clone_fork((DEFAULT_NAMESPACES & ~S.CLONE_NEWCGROUP) | S.CLONE_PARENT)
+        except OSError:
+            for x in (ours, theirs):
+                x.close()
+            os.close(sync_r)
+            os.close(sync_w)
+            return None
+        if pid == 0:
+            try:
+                os.close(sync_r)
+                ours.close()
+                sock.close()
+            finally:
+                _spare_main(theirs, sync_w)
+        theirs.close()
+        os.close(sync_w)
+        protocol.send(sock, protocol.SPARE, pid=pid)
+        return cls(pid, ours, sync_r)
+
+    def hand_over(self, spec: ContainerSpec, fds: list[int], bpf: bytes | None) -> None:
+        payload = {"spec": spec.to_dict(), "bpf": bpf.hex() if bpf is not None else None}
+        self.ctrl.sendmsg([json.dumps(payload).encode()], protocol.fds_ancillary(fds))
+        self.ctrl.close()
+
+    def discard(self) -> None:
+        self.ctrl.close()  # EOF: the spare exits
+        os.close(self.sync_r)
+
+
+def _spare_main(ctrl: socket.socket, sync_w: int) -> None:
+    rc = 1
+    stage = "spare"
+    try:
+        early_init(private_net=True)
+        data, ancdata, flags, _ = ctrl.recvmsg(protocol.MAX_MESSAGE, socket.CMSG_SPACE(protocol.MAX_FDS * 4))
+        fds = protocol.fds_from_ancillary(ancdata)
+        if not data:
+            rc = 0
+            return  # the zygote went away or discarded us
+        ctrl.close()
+        msg = json.loads(data)
+        spec = ContainerSpec.from_dict(msg["spec"])
+        bpf = bytes.fromhex(msg["bpf"]) if msg.get("bpf") else None
+        child_main(spec, fds, sync_w, bpf)  # never returns
+    except BaseException as e:
+        _report(sync_w, _fail_from(stage, e).to_dict())
+    finally:
+        os._exit(rc)
+
+
+def clone_container(spec: ContainerSpec, stdio: list[int], bpf: bytes | None, flags: int, *,
+                    close_in_child: list = ()) -> tuple[int, int]:
+    """Clone the container's PID 1 with `flags` and let it run to execve; returns (pid, the read
+    end of its sync pipe). With a user namespace the child first waits for its parent to write its
+    uid/gid maps, move it into its cgroups and hand it the state directory. Raises Failure (with
+    `.pid` set when a child exists: it has been killed, its parent must reap it)."""
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC) if spec.uid_map else (-1, -1)
+    try:
+        pid = S.clone_fork(flags)
+    except OSError as e:
+        for fd in (sync_r, sync_w, go_r, go_w):
+            if fd >= 0:
+                os.close(fd)
+        raise _fail_from("clone", e) from None
+    if pid == 0:
+        try:
+            os.close(sync_r)
+            for obj in close_in_child:
+                obj.close()
+            if spec.uid_map:
+                os.close(go_w)
+                if os.read(go_r, 1) != b"1":
+                    os._exit(1)  # the parent failed and said so already
+                os.close(go_r)
+                os.setresgid(0, 0, 0)  # become root of the namespace proper (runc's nsexec does the same)
+                os.setresuid(0, 0, 0)
+            early_init(private_net=not spec.host_net)
+        except BaseException as e:
+            _report(sync_w, _fail_from("init", e).to_dict())
+            os._exit(1)
+        child_main(spec, stdio, sync_w, bpf)
+    os.close(sync_w)
+    if spec.uid_map:
+        os.close(go_r)
+        try:
+            setup_user_namespace(pid, spec)
+            os.write(go_w, b"1")
+        except BaseException as e:
+            os.close(sync_r)
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+            f = e if isinstance(e, Failure) else _fail_from("user namespace", e)
+            f.pid = pid  # type: ignore[attr-defined]
+            raise f from None
+        finally:
+            os.close(go_w)
+    return pid, sync_r
+
+
+def _host_id(maps: tuple[tuple[int, int, int], ...], inner: int) -> int | None:
+    for start, host, size in maps:
+        if start <= inner < start + size:
+            return host + inner - start
+    return None
+
+
+def setup_user_namespace(pid: int, spec: ContainerSpec) -> None:
+    """The parent's half of a user namespace start: id maps, cgroups, state directory ownership."""
+    for name, maps in (("uid_map", spec.uid_map), ("gid_map", spec.gid_map or spec.uid_map)):
+        stage = f"write {name}"
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write("".join(f"{a} {b} {c}\n" for a, b, c in maps))
+        except OSError as e:
+            raise _fail_from(stage, e) from None
+    for path in spec.cgroup_procs:
+        try:
+            with open(path, "w") as f:
+                f.write(str(pid))
+        except OSError as e:
+            raise _fail_from(f"cgroup {path}", e) from None
+    uid, gid = _host_id(spec.uid_map, 0), _host_id(spec.gid_map or spec.uid_map, 0)
+    if spec.state_dir and uid is not None and gid is not None:
+        os.chown(spec.state_dir, uid, gid)  # the namespace's root makes its layer and /etc files there
+
+
+def handle_start(sock: socket.socket, msg: dict, fds: list[int], filters: dict, spare: Spare | None) -> Spare | None:
+    """Start one container (with the spare when its namespaces fit); returns the spare left unused."""
+    cid = msg.get("id")
+    try:
+        spec = ContainerSpec.from_dict(msg["spec"])
+        if len(fds) != 3:
+            raise Failure("request", errno.EINVAL, f"request: expected 3 stdio fds, got {len(fds)}")
+        if not spec.argv:
+            raise Failure("request", errno.EINVAL, "request: empty command")
+        bpf = prepare_filter(spec, filters)
+    except Failure as f:
+        protocol.send(sock, protocol.FAILED, id=cid, pid=None, **f.to_dict())
+        return spare
+    except (TypeError, ValueError, KeyError) as e:
+        protocol.send(sock, protocol.FAILED, id=cid, pid=None, stage="request", errno=errno.EINVAL,
+                      message=f"request: {e}")
+        return spare
+    if spare is not None and namespace_flags(spec) == DEFAULT_NAMESPACES:
+        try:
+            spare.hand_over(spec, fds, bpf)
+            pid, sync_r = spare.pid, spare.sync_r
+            spare = None
+        except OSError:  # the spare died: it is reaped by the supervisor; start the usual way
+            spare.discard()
+            spare = None
+            pid = 0
+    else:
+        pid = 0
+    if not pid:
+        try:
+            pid, sync_r = clone_container(spec, fds, bpf, clone_flags(spec),
+                                          close_in_child=[sock] + ([spare.ctrl] if spare is not None else []))
+        except Failure as f:
+            protocol.send(sock, protocol.FAILED, id=cid, pid=getattr(f, "pid", None), **f.to_dict())
+            return spare
+    warnings, error, _ = _parse_lines(_read_all(sync_r))
+    os.close(sync_r)
+    # The child is the supervisor's (CLONE_PARENT): on failure it reaps the pid we give it.
+    if error is not None:
+        protocol.send(sock, protocol.FAILED, id=cid, pid=pid, **error)
+    else:
+        protocol.send(sock, protocol.STARTED, id=cid, pid=pid, warnings=warnings)
+    return spare
+
+
+JOINABLE = (("user", S.CLONE_NEWUSER), ("cgroup", S.CLONE_NEWCGROUP), ("ipc", S.CLONE_NEWIPC),
+            ("uts", S.CLONE_NEWUTS), ("net", S.CLONE_NEWNET), ("mnt", S.CLONE_NEWNS))
+
+
+def join_flags(target_pid: int) -> int:
+    """The namespaces of `target_pid` that differ from ours (a user namespace cannot be re-entered,
+    and a host_net container shares ours)."""
+    flags = 0
+    for name, flag in JOINABLE:
+        try:
+            if os.stat(f"/proc/{target_pid}/ns/{name}").st_ino != os.stat(f"/proc/self/ns/{name}").st_ino:
+                flags |= flag
+        except FileNotFoundError:
+            pass
+    return flags
+
+
+def handle_exec(sock: socket.socket, msg: dict, fds: list[int], filters: dict) -> None:
+    """A process inside a running container: its PID namespace is joined by the zygote for the clone
+    (pid_for_children, restored at once), the others by the child with setns(pidfd) at once; the
+    cgroups first, while the child still has the host's rights."""
+    cid = msg.get("id")
+    try:
+        spec = ExecSpec.from_dict(msg["spec"])
+        if len(fds) != 4:
+            raise Failure("request", errno.EINVAL, f"request: expected 3 stdio fds and a pidfd, got {len(fds)}")
+        if not spec.argv:
+            raise Failure("request", errno.EINVAL, "request: empty command")
+        bpf = prepare_filter(spec, filters)  # type: ignore[arg-type]
+        pidfd = fds[3]
+        try:
+            flags = join_flags(spec.container_pid)
+            signal.pidfd_send_signal(pidfd, 0)  # still alive: the pid read above was its
+        except OSError as e:
+            raise _fail_from("setns", e) from None
+    except Failure as f:
+        protocol.send(sock, protocol.FAILED, id=cid, pid=None, **f.to_dict())
+        return
+    except (TypeError, ValueError, KeyError) as e:
+        protocol.send(sock, protocol.FAILED, id=cid, pid=None, stage="request", errno=errno.EINVAL,
+                      message=f"request: {e}")
+        return
+    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    pid = -1
+    try:
+        S.setns(pidfd, S.CLONE_NEWPID)  # our children's PID namespace: the container's
+        try:
+            pid = S.clone_fork(S.CLONE_PARENT)
+        finally:
+            if pid != 0:  # the parent only: the child must never return into this loop
+                S.setns(own_pidns, S.CLONE_NEWPID)
+    except OSError as e:
+        if pid == 0:
+            os._exit(1)
+        for fd in (own_pidns, sync_r, sync_w):
+            os.close(fd)
+        protocol.send(sock, protocol.FAILED, id=cid, pid=None, **_fail_from("setns pid", e).to_dict())
+        return
+    if pid == 0:
+        stage = "cgroup"
+        rc = 1
+        try:
+            os.close(sync_r)
+            sock.close()
+            for path in spec.cgroup_procs:
+                stage = f"cgroup {path}"
+                with open(path, "w") as f:
+                    f.write("0")
+            stage = "setns"
+            S.setns(pidfd, flags)  # root and cwd become the container's with its mount namespace
+            os.close(pidfd)
+            if flags & S.CLONE_NEWUSER:
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
+            stage = "init"
+            early_init(private_net=False)
+            stage = "stdio"
+            for target, fd in enumerate(fds[:3]):
+                os.dup2(fd, target)
+            process_init(spec, sync_w, bpf, [])
+        except Failure as f:
+            rc = 127 if f.stage == "exec" and f.errno == errno.ENOENT else 1
+            _report(sync_w, f.to_dict())
+        except BaseException as e:
+            _report(sync_w, _fail_from(stage, e).to_dict())
+        finally:
+            os._exit(rc)
+    os.close(own_pidns)
+    os.close(sync_w)
+    warnings, error, _ = _parse_lines(_read_all(sync_r))
+    os.close(sync_r)
+    if error is not None:
+        protocol.send(sock, protocol.FAILED, id=cid, pid=pid, **error)
+    else:
+        protocol.send(sock, protocol.STARTED, id=cid, pid=pid, warnings=warnings)
+
+
+def serve(sock: socket.socket, spares: bool = True) -> None:
+    filters: dict = {}
+    try:  # warm: the default profile's filter for the default capabilities
+        prepare_filter(ContainerSpec(id="warm", rootfs="/", argv=("true",),
+                                     capabilities=security.resolve_capabilities()), filters)
+    except Failure:
+        pass
+    R.plan_rootfs(R.RootfsOptions(rootfs="/"))  # warm the masked-path glob cache
+    gc.collect()
+    gc.freeze()  # children do not walk (and copy-on-write) the zygote's objects
+    protocol.send(sock, protocol.HELLO, pid=os.getpid())
+    spare: Spare | None = Spare.spawn(sock) if spares else None
+    try:
+        while True:
+            try:
+                got = protocol.recv(sock)
+            except protocol.ProtocolError as e:
+                protocol.send(sock, protocol.ERROR, message=str(e))
+                continue
+            if got is None:
+                return
+            msg, fds = got
+            try:
+                if msg["type"] == protocol.SHUTDOWN:
+                    return
+                if msg["type"] == protocol.START:
+                    spare = handle_start(sock, msg, fds, filters, spare)
+                elif msg["type"] == protocol.EXEC:
+                    handle_exec(sock, msg, fds, filters)
+                else:
+                    protocol.send(sock, protocol.ERROR, message=f"unexpected message {msg['type']}")
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            if spare is None and spares:
+                spare = Spare.spawn(sock)  # after the reply: off the start path
+    finally:
+        if spare is not None:
+            spare.discard()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv if argv is None else argv
+    fd = int(argv[1])
+    S.prctl(S.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if len(argv) > 2 and os.getppid() != int(argv[2]):  # the supervisor died before PDEATHSIG was set
+        return 1
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=fd)
+    try:
+        serve(sock, spares=os.environ.get("PYSUP_ZYGOTE_SPARE", "1") != "0")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

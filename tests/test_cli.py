@@ -98,3 +98,11 @@ def test_project_directory_is_where_the_default_file_is_found(tmp_path):
     (tmp_path / "proj" / "compose.yaml").write_text("services:\n  a: {image: x}\n")
     r = pysup("--project-directory", "proj", "config", "--services", cwd=str(tmp_path))
     assert (r.returncode, r.stdout) == (0, "a\n"), r.stderr
+
+
+def test_several_default_files_warn_and_the_first_wins(tmp_path):
+    (tmp_path / "compose.yaml").write_text("services:\n  a: {image: x}\n")
+    (tmp_path / "docker-compose.yml").write_text("services:\n  b: {image: x}\n")
+    r = pysup("config", "--services", cwd=str(tmp_path))
+    assert (r.returncode, r.stdout) == (0, "a\n"), r.stderr
+    assert "found several compose files (compose.yaml, docker-compose.yml); using compose.yaml" in r.stderr

@@ -35,15 +35,17 @@ class Loaded:
     warnings: tuple[Problem, ...]
 
 
-def find_default_files(cwd: str) -> list[str]:
-    """compose.yaml (or its older names) in `cwd` or the nearest parent, plus its override file."""
+def find_default_files(cwd: str, warnings: list[Problem] | None = None) -> list[str]:
+    """compose.yaml (or its older names) in `cwd` or the nearest parent, plus its override file.
+    Several names in one directory: the first wins, with a warning, as in compose."""
     directory = os.path.abspath(cwd)
     while True:
         found = [n for n in DEFAULT_FILES if os.path.isfile(os.path.join(directory, n))]
         if found:
-            if len(found) > 1:
-                # Compose warns and takes the first; so do we (the warning is added by the caller).
-                pass
+            if len(found) > 1 and warnings is not None:
+                warnings.append(Problem(
+                    f"found several compose files ({', '.join(found)}); using {found[0]}",
+                    file=_display(os.path.join(directory, found[0]))))
             main = found[0]
             stem, ext = os.path.splitext(main)
             files = [os.path.join(directory, main)]
@@ -92,7 +94,7 @@ def _load(files, project_name, project_dir, env_files, profiles, environ, cwd, w
     if files:
         paths = [f if f == "-" else os.path.abspath(os.path.join(cwd, f)) for f in files]
     else:  # compose looks in --project-directory when given, else here and upwards
-        paths = find_default_files(os.path.join(cwd, project_dir) if project_dir else cwd)
+        paths = find_default_files(os.path.join(cwd, project_dir) if project_dir else cwd, warnings)
     project_dir = os.path.abspath(os.path.join(cwd, project_dir)) if project_dir else os.path.dirname(paths[0])
 
     env = project_environment(project_dir, env_files, shell, cwd)
@@ -101,7 +103,7 @@ def _load(files, project_name, project_dir, env_files, profiles, environ, cwd, w
 
     name = project_name or env.get("COMPOSE_PROJECT_NAME") or tree.get("name") or os.path.basename(project_dir)
     if not isinstance(name, str) or not normalize_project_name(name):
-        raise SpecError(source.problem_at(tree, ("name",), f"invalid project name {name!r}"))
+        raise SpecError(source.problem_at(tree, ("name",), f'invalid project name "{name}"'))
     if project_name or env.get("COMPOSE_PROJECT_NAME") or "name" in tree:
         if normalize_project_name(name) != name:
             raise SpecError(source.problem_at(
@@ -111,8 +113,9 @@ def _load(files, project_name, project_dir, env_files, profiles, environ, cwd, w
     name = normalize_project_name(name)
 
     if profiles is None:
-        profiles = [p for p in env.get("COMPOSE_PROFILES", "").split(",") if p.strip()]
-    active = checks.active_services(tree, [p.strip() for p in profiles])
+        profiles = env.get("COMPOSE_PROFILES", "").split(",")
+    profiles = [p.strip() for p in profiles if p.strip()]
+    active = checks.active_services(tree, profiles)
 
     problems = checks.xpysup_problems(tree) + checks.semantic_problems(tree, profiles=profiles)
     if problems:
@@ -155,7 +158,9 @@ class _TreeLoader:
         self.sources: list[str] = []
 
     def load_files(self, paths: Sequence[str], project_dir: str, env: Mapping[str, str] | None = None) -> Map:
-        return merge.merge_all([self.load_file(p, env) for p in paths])
+        """Relative `include` and `extends.file` paths of every file, override files in other
+        directories too, resolve from the project directory, as in compose."""
+        return merge.merge_all([self.load_file(p, project_dir, env) for p in paths])
 
     def read(self, path: str, env: Mapping[str, str] | None = None) -> Map:
         """One file, read and interpolated (the callback `extends` uses for other files)."""
@@ -174,11 +179,11 @@ class _TreeLoader:
             raise SpecError(problems)
         return tree
 
-    def load_file(self, path: str, env: Mapping[str, str] | None = None) -> Map:
+    def load_file(self, path: str, project_dir: str, env: Mapping[str, str] | None = None) -> Map:
         # merge.resolve_include refuses include cycles itself.
         tree = self.read(path, env)
-        tree = merge.resolve_include(tree, file=path, load_project=self.load_included)
-        return merge.resolve_extends(tree, file=path, load=lambda p: self.read(p, env))
+        tree = merge.resolve_include(tree, file=path, load_project=self.load_included, base_dir=project_dir)
+        return merge.resolve_extends(tree, file=path, load=lambda p: self.read(p, env), base_dir=project_dir)
 
     def load_included(self, paths: list[str], project_directory: str | None, env_files: list[str] | None) -> Map:
         """An `include`d project: its own `.env` (or the include's env_file) under the shell's."""

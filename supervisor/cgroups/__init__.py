@@ -22,6 +22,7 @@ them. The kernel-notification side (trio) is `supervisor.cgroups.events`.
 from __future__ import annotations
 
 import os
+import re
 import signal
 from typing import Literal, Protocol
 
@@ -140,10 +141,11 @@ def parse_mountinfo(text: str) -> Host:
 
 
 def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (\\040)."""
+    """mountinfo escapes space, tab, newline and backslash as octal (\\040); everything else,
+    UTF-8 included, is as it is (unicode_escape would read UTF-8 bytes as Latin-1)."""
     if "\\" not in field:
         return field
-    return field.encode().decode("unicode_escape")
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def detect(mountinfo: str = "/proc/self/mountinfo") -> Host:
@@ -238,6 +240,7 @@ class CgroupManager(Protocol):
 
     def create(self, path: str, resources: Resources | None = None, *, service: str = "", exist_ok: bool = False) -> tuple[Skipped, ...]:
         """Make the cgroup (and its parents), enable controllers along the way (v2), apply limits.
+        With `exist_ok`, a cgroup that is there already gets every field, as `update` gives it.
         On failure nothing made by this call is left. Returns the limits the host cannot apply."""
         ...
 

@@ -237,22 +237,25 @@ class CgroupEventWatcher:
             raise trio.ClosedResourceError("the cgroup event watcher is closed")
         src = self.manager.event_sources(path)
         w = Watch(replica=replica, sources=src, channel=channel or self.channel)
+        # Each notification is armed before its baseline is read: a change in between is then
+        # either in the baseline or notified. (The other way round, a process that exits between
+        # the read and the arming would never be reported as emptied.)
         try:
             if src.memory_events:
-                w.oom = files.read_keyed(src.memory_events).get("oom_kill", 0)
                 self._add_wd(w, src.memory_events, "memory")
+                w.oom = files.read_keyed(src.memory_events).get("oom_kill", 0)
             elif src.oom_control and src.event_control:
-                w.oom = files.read_keyed(src.oom_control).get("oom_kill", 0)
                 w.efd = self._register_oom_eventfd(src)
                 self._by_efd[w.efd] = w
+                w.oom = files.read_keyed(src.oom_control).get("oom_kill", 0)
             if src.pids_events:
-                w.pids = files.read_keyed(src.pids_events).get("max", 0)
                 if src.pids_inotify:
                     self._add_wd(w, src.pids_events, "pids")
+                w.pids = files.read_keyed(src.pids_events).get("max", 0)
             if src.cgroup_events:
+                self._add_wd(w, src.cgroup_events, "cgroup")
                 state = files.read_keyed(src.cgroup_events)
                 w.populated, w.frozen = state.get("populated", 0), state.get("frozen", 0)
-                self._add_wd(w, src.cgroup_events, "cgroup")
         except BaseException:
             self._drop(w)
             raise
@@ -273,7 +276,11 @@ class CgroupEventWatcher:
         self._by_wd.setdefault(wd, []).append(w)
 
     def _register_oom_eventfd(self, src: EventSources) -> int:
-        efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        try:
+            efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        except OSError as exc:  # EMFILE: one eventfd per watched v1 cgroup
+            raise CgroupError(f"watch {src.oom_control}: eventfd: {exc.strerror} (raise RLIMIT_NOFILE for many "
+                              "replicas)", path=src.oom_control or "", operation="eventfd", errno=exc.errno) from None
         try:
             ofd = os.open(src.oom_control, os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -310,16 +317,22 @@ class CgroupEventWatcher:
     # --- the task -----------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Wait for notifications and send events until cancelled; closes the watcher on exit."""
+        """Wait for notifications and send events until cancelled or `close()`d; closes the watcher
+        on exit."""
         try:
             task_status.started()
-            while True:
+            while not self._closed:
                 timeout = self._next_timer() - time.monotonic()
-                if timeout > 0:
-                    with trio.move_on_after(timeout):
-                        await trio.lowlevel.wait_readable(self._epoll.fileno())
-                else:
-                    await trio.lowlevel.checkpoint()
+                try:
+                    if timeout > 0:
+                        with trio.move_on_after(timeout):
+                            await trio.lowlevel.wait_readable(self._epoll.fileno())
+                    else:
+                        await trio.lowlevel.checkpoint()
+                except trio.ClosedResourceError:
+                    return  # close() from another task: a normal end
+                if self._closed:  # closed while this task was sending events
+                    return
                 self._dispatch(self._epoll.poll(0))
                 self._fire_timers()
                 outbox, self._outbox = self._outbox, []
@@ -336,7 +349,7 @@ class CgroupEventWatcher:
         if self._closed:
             return
         self._closed = True
-        try:  # wakes `run` with ClosedResourceError if it is waiting on the descriptor
+        try:  # wakes `run` if it is waiting on the descriptor; it then returns
             trio.lowlevel.notify_closing(self._epoll.fileno())
         except RuntimeError:  # not inside trio.run
             pass

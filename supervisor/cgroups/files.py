@@ -12,6 +12,8 @@ import errno as E
 import os
 import select
 import time
+from collections.abc import Callable, Sequence
+from signal import SIGKILL
 
 from supervisor.errors import CgroupError
 
@@ -122,11 +124,41 @@ def mkdir(path: str, *, exist_ok: bool = False) -> bool:
         raise _fail(exc, path, "mkdir", "create cgroup") from None
 
 
-def rmdir(path: str) -> None:
+def make_levels(levels: Sequence[str], made: list[str], *, exist_ok: bool,
+                after: Callable[[str, str], None] | None = None) -> None:
+    """mkdir each of `levels[1:]` below `levels[0]` (which exists), appending the ones this call made
+    to `made` (the caller undoes them on failure). Only the last level must be new, unless
+    `exist_ok`. `after(parent, child)` runs once each level exists. If a level vanishes meanwhile
+    (another pysup pruned the base: ENOENT), it starts once more from the top."""
+    for attempt in range(2):
+        try:
+            for parent, child in zip(levels, levels[1:]):
+                if mkdir(child, exist_ok=exist_ok or child != levels[-1]):
+                    made.append(child)
+                if after is not None:
+                    after(parent, child)
+            return
+        except CgroupError as exc:
+            if exc.errno != E.ENOENT or attempt:
+                raise
+
+
+def undo_mkdirs(made: Sequence[str]) -> None:
+    """Remove the directories a failed create made, the last first; best effort."""
+    for d in reversed(made):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
+def rmdir_unused(path: str) -> None:
+    """Remove the cgroup at `path` unless it is gone already or still in use (children, processes)."""
     try:
         os.rmdir(path)
     except OSError as exc:
-        raise _fail(exc, path, "rmdir", "remove cgroup") from None
+        if exc.errno not in (E.ENOENT, E.EBUSY, E.ENOTEMPTY):
+            raise _fail(exc, path, "rmdir", "remove cgroup") from None
 
 
 def subdirs(path: str) -> list[str]:
@@ -214,6 +246,24 @@ def rmdir_retry(directory: str, deadline: float) -> None:
                 delay = min(delay * 2, 0.05)
                 continue
             raise _fail(exc, directory, "rmdir", "remove cgroup") from None
+
+
+def remove_tree(path: str, deadline: float) -> None:
+    """rmdir `path` and every cgroup below it, deepest first (all must be empty of processes)."""
+    for d in walk_bottom_up(path):
+        rmdir_retry(d, deadline)
+
+
+def signal_each(list_pids: Callable[[], list[int]], sig: int, *, sweep_until: float | None = None) -> None:
+    """Send `sig` to every process `list_pids()` names. With `sweep_until` (a time.monotonic()
+    deadline) and SIGKILL, list and signal again until none is left: without a freezer, a process
+    can fork between the listing and its signal."""
+    while True:
+        pids = list_pids()
+        for pid in pids:
+            signal(pid, sig)
+        if sweep_until is None or sig != SIGKILL or not pids or time.monotonic() > sweep_until:
+            return
 
 
 def signal(pid: int, sig: int) -> None:

@@ -1,7 +1,8 @@
 """Unit conversions between the spec, cgroup v1 and cgroup v2, and the spec keys behind each limit.
 
-All pure functions. The v1/v2 drivers turn a `Resources` into file writes with these; the tests
-check them against the values runc and the kernel documentation give.
+The conversions are pure functions; the tests check them against the values runc and the kernel
+documentation give. `LimitWriter` is what both drivers write a `Resources` with: it turns a refused
+write into an error naming the service and spec key, and a missing feature into a `Skipped`.
 """
 
 from __future__ import annotations
@@ -9,10 +10,15 @@ from __future__ import annotations
 import math
 import os
 import stat
+from collections.abc import Callable
 
 import attrs
+import structlog
 
+from supervisor.cgroups import files
 from supervisor.errors import CgroupError
+
+log = structlog.get_logger()
 
 # The compose key a person wrote, for each `Resources` field: errors and warnings name these.
 # (`deploy.resources.limits.*` / `reservations.*` land in the same fields; see specs/cgroups.md.)
@@ -98,8 +104,11 @@ def cpus_to_quota(cpus: float, period: int = CPU_PERIOD_US) -> int:
 def swap_limit(memory: int | None, memswap: int | None) -> int | None:
     """The swap a container may use, in bytes, from compose's `memswap_limit` (memory + swap).
 
-    None: no limit. Docker's rules: -1 is unlimited; unset with a memory limit allows as much swap as
-    memory; equal to memory allows no swap. A memswap below memory is a spec error (ValueError)."""
+    None: no limit. Docker's rules: -1 is unlimited; unset (or 0, which Docker treats as unset) with a
+    memory limit allows as much swap as memory; equal to memory allows no swap. A memswap below
+    memory is a spec error (ValueError)."""
+    if memswap == 0:
+        memswap = None
     if memory is None:
         if memswap not in (None, -1):
             raise ValueError("memswap_limit needs a memory limit (mem_limit) as well")
@@ -153,5 +162,52 @@ def is_set(r, field: str) -> bool:
     if field == "pids":
         return pids_limit(value) is not None
     if field == "memswap":
-        return value not in (None, -1)
+        return value not in (None, -1, 0)
     return bool(value)
+
+
+class LimitWriter:
+    """Writes one service's `Resources` into cgroup files for a driver, and collects the limits the
+    host cannot apply. The one place where v1 and v2 turn a refused write into an error naming the
+    service and spec key, and a missing feature into a `Skipped`."""
+
+    def __init__(self, r, service: str):
+        self.r = r
+        self.service = service
+        self.skipped: list[Skipped] = []
+
+    def put(self, directory: str, field: str, name: str, value: object, hint: str = "") -> None:
+        try:
+            files.write(os.path.join(directory, name), str(value))
+        except CgroupError as exc:
+            raise refused(exc, service=self.service, field=field, value=value, hint=hint) from None
+
+    def skip(self, reason: str, *fields: str) -> None:
+        """Each of `fields` the service sets is ignored, for `reason`."""
+        self.skipped.extend(Skipped(self.service, SPEC_KEYS[f], reason) for f in fields if is_set(self.r, f))
+
+    def swap(self, directory: str) -> int | None:
+        """`swap_limit` of the service's memory and memswap; a spec error names memswap_limit."""
+        try:
+            return swap_limit(self.r.memory or None, self.r.memswap)
+        except ValueError as exc:
+            raise spec_error(str(exc), service=self.service, field="memswap", path=directory) from None
+
+    def device_weights(self, directory: str, name: str, convert: Callable[[int], int], *, reset: bool,
+                       default: object = "default") -> None:
+        """`blkio_config.weight_device` as `MAJ:MIN W` lines into `name`; with `reset`, a device the
+        file lists and the service no longer does goes back to `default`."""
+        wanted = {device_number(d, service=self.service, field="io_weight_device"): convert(w)
+                  for d, w in self.r.io_weight_device}
+        if reset and os.path.exists(os.path.join(directory, name)):
+            for line in files.read_text(os.path.join(directory, name)).splitlines():
+                dev = line.split()[0] if line.split() else ""
+                if ":" in dev and dev not in wanted:
+                    self.put(directory, "io_weight_device", name, f"{dev} {default}")
+        for dev, weight in wanted.items():
+            self.put(directory, "io_weight_device", name, f"{dev} {weight}")
+
+    def done(self) -> tuple[Skipped, ...]:
+        for s in self.skipped:
+            log.warning("cgroup limit ignored", service=self.service or None, key=s.key, reason=s.reason)
+        return tuple(self.skipped)

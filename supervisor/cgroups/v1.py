@@ -93,16 +93,13 @@ class V1Manager:
         return {h: hierarchy_dir(m, self.parent, self.base, *parts) for h, m in self._hierarchies.items()}
 
     def _ctl(self, path: str, controller: str) -> str | None:
-        m = self._mirror if controller == MIRROR else self._mounts.get(controller)
-        if m is None:
-            return None
-        return hierarchy_dir(m, self.parent, self.base, *split_path(path))
+        """The cgroup's directory in `controller`'s hierarchy (or the v2 mirror), None if not mounted."""
+        return self.directories(path).get(controller)
 
     def directories(self, path: str) -> dict[str, str]:
-        out = {c: hierarchy_dir(m, self.parent, self.base, *split_path(path)) for c, m in self._mounts.items()}
-        if self._mirror is not None:
-            out[MIRROR] = hierarchy_dir(self._mirror, self.parent, self.base, *split_path(path))
-        return out
+        parts = split_path(path)
+        mounts = {**self._mounts, MIRROR: self._mirror} if self._mirror is not None else self._mounts
+        return {c: hierarchy_dir(m, self.parent, self.base, *parts) for c, m in mounts.items()}
 
     def exists(self, path: str) -> bool:
         return any(os.path.isdir(d) for d in self._dirs(path).values())
@@ -145,30 +142,19 @@ class V1Manager:
         resources = resources or NO_LIMITS
         parts = split_path(path)
         made: list[str] = []
+        existed = False
         try:
             for mount in self._hierarchies.values():
                 levels = [hierarchy_dir(mount, self.parent)]
                 for part in [self.base, *parts]:
                     levels.append(os.path.join(levels[-1], part))
-                for attempt in range(2):
-                    try:
-                        for i in range(1, len(levels)):
-                            last = i == len(levels) - 1
-                            if files.mkdir(levels[i], exist_ok=exist_ok or not last):
-                                made.append(levels[i])
-                                if "cpuset" in mount.controllers:
-                                    _inherit_cpuset(levels[i - 1], levels[i])
-                        break
-                    except CgroupError as exc:
-                        if exc.errno != E.ENOENT or attempt:  # the base was pruned under us: retry once
-                            raise
-            skipped = self._apply(path, resources, service, reset=False)
+                after = _inherit_cpuset if "cpuset" in mount.controllers else None
+                files.make_levels(levels, made, exist_ok=exist_ok, after=after)
+                existed = existed or levels[-1] not in made
+            # a cgroup that was there already (exist_ok) may hold older limits: write every field
+            skipped = self._apply(path, resources, service, reset=existed)
         except BaseException:
-            for d in reversed(made):
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    pass
+            files.undo_mkdirs(made)
             raise
         log.debug("cgroup created", cgroup=path, service=service or None)
         return skipped
@@ -180,36 +166,25 @@ class V1Manager:
         return self._apply(path, resources, service, reset=True)
 
     def _apply(self, path: str, r: Resources, service: str, *, reset: bool) -> tuple[Skipped, ...]:
-        skipped: list[Skipped] = []
-
-        def skip(field: str, reason: str) -> None:
-            skipped.append(Skipped(service, L.SPEC_KEYS[field], reason))
-
-        def put(directory: str, field: str, name: str, value: object, hint: str = "") -> None:
-            try:
-                files.write(os.path.join(directory, name), str(value))
-            except CgroupError as exc:
-                raise L.refused(exc, service=service, field=field, value=value, hint=hint) from None
+        w = L.LimitWriter(r, service)
 
         def no_controller(name: str, *fields: str) -> None:
-            for field in fields:
-                if L.is_set(r, field):
-                    skip(field, f"the {name} controller is not mounted on this host")
+            w.skip(f"the {name} controller is not mounted on this host", *fields)
 
         mem = self._ctl(path, "memory")
         if mem:
-            self._apply_memory(mem, r, service, reset, put, skip)
+            self._apply_memory(mem, w, reset)
         else:
             no_controller("memory", "memory", "memory_reservation", "memswap")
 
         cpu = self._ctl(path, "cpu")
         if cpu:
             if r.cpus or reset:
-                put(cpu, "cpus", "cpu.cfs_period_us", L.CPU_PERIOD_US)
+                w.put(cpu, "cpus", "cpu.cfs_period_us", L.CPU_PERIOD_US)
                 quota = L.cpus_to_quota(r.cpus) if r.cpus else UNLIMITED
-                put(cpu, "cpus", "cpu.cfs_quota_us", quota, hint="the quota must be at least 1000 µs, cpus >= 0.01")
+                w.put(cpu, "cpus", "cpu.cfs_quota_us", quota, hint="the quota must be at least 1000 µs, cpus >= 0.01")
             if r.cpu_shares or reset:
-                put(cpu, "cpu_shares", "cpu.shares", r.cpu_shares or L.SHARES_DEFAULT)
+                w.put(cpu, "cpu_shares", "cpu.shares", r.cpu_shares or L.SHARES_DEFAULT)
         else:
             no_controller("cpu", "cpus", "cpu_shares")
 
@@ -217,73 +192,59 @@ class V1Manager:
         if cpuset:
             if r.cpuset or reset:
                 value = r.cpuset or files.read_text(os.path.join(os.path.dirname(cpuset), "cpuset.cpus")).strip()
-                put(cpuset, "cpuset", "cpuset.cpus", value, hint="CPUs this host or the parent cgroup does not have")
+                w.put(cpuset, "cpuset", "cpuset.cpus", value, hint="CPUs this host or the parent cgroup does not have")
         else:
             no_controller("cpuset", "cpuset")
 
         pids = self._ctl(path, "pids")
         if pids:
             if L.pids_limit(r.pids) or reset:
-                put(pids, "pids", "pids.max", L.pids_limit(r.pids) or "max")
+                w.put(pids, "pids", "pids.max", L.pids_limit(r.pids) or "max")
         else:
             no_controller("pids", "pids")
 
         blkio = self._ctl(path, "blkio")
         if blkio:
-            self._apply_blkio(blkio, r, service, reset, put, skip)
+            self._apply_blkio(blkio, w, reset)
         else:
             no_controller("blkio", "io_weight", "io_weight_device")
-        for s in skipped:
-            log.warning("cgroup limit ignored", service=service or None, key=s.key, reason=s.reason)
-        return tuple(skipped)
+        return w.done()
 
-    def _apply_memory(self, mem: str, r: Resources, service: str, reset: bool, put, skip) -> None:
-        try:
-            swap = L.swap_limit(r.memory or None, r.memswap)
-        except ValueError as exc:
-            raise L.spec_error(str(exc), service=service, field="memswap", path=mem) from None
+    def _apply_memory(self, mem: str, w: L.LimitWriter, reset: bool) -> None:
+        r = w.r
+        swap = w.swap(mem)
         limit = r.memory or UNLIMITED
         memsw = r.memory + swap if r.memory and swap is not None else UNLIMITED
         has_memsw = os.path.exists(os.path.join(mem, "memory.memsw.limit_in_bytes"))
-        if not has_memsw and r.memswap not in (None, -1):
-            skip("memswap", "swap accounting is off on this host (no memory.memsw.limit_in_bytes)")
+        if not has_memsw:
+            w.skip("swap accounting is off on this host (no memory.memsw.limit_in_bytes)", "memswap")
         busy = "the container uses more memory than that, and the kernel could not reclaim enough"
         writes = []
         if r.memory or reset:
-            writes.append(("memory", "memory.limit_in_bytes", limit, busy))
+            writes.append(("memory", "memory.limit_in_bytes", limit))
         if has_memsw and (r.memory or r.memswap is not None or reset):
             # memsw must stay >= memory at every moment: raise memsw first when it grows past the
             # current memory limit, else lower memory first (runc's order)
             current = files.read_int(os.path.join(mem, "memory.limit_in_bytes")) or 0
-            memsw_first = _inf(memsw) >= current
-            entry = ("memswap", "memory.memsw.limit_in_bytes", memsw, busy)
-            writes = [entry, *writes] if memsw_first else [*writes, entry]
-        for field, name, value, hint in writes:
-            put(mem, field, name, value, hint=hint)
+            entry = ("memswap", "memory.memsw.limit_in_bytes", memsw)
+            writes = [entry, *writes] if _inf(memsw) >= current else [*writes, entry]
+        for field, name, value in writes:
+            w.put(mem, field, name, value, hint=busy)
         if r.memory_reservation or reset:
-            put(mem, "memory_reservation", "memory.soft_limit_in_bytes", r.memory_reservation or UNLIMITED)
+            w.put(mem, "memory_reservation", "memory.soft_limit_in_bytes", r.memory_reservation or UNLIMITED)
 
-    def _apply_blkio(self, blkio: str, r: Resources, service: str, reset: bool, put, skip) -> None:
+    def _apply_blkio(self, blkio: str, w: L.LimitWriter, reset: bool) -> None:
         if os.path.exists(os.path.join(blkio, "blkio.weight")):
-            name, dev_name, default = "blkio.weight", "blkio.weight_device", CFQ_DEFAULT_WEIGHT
+            name, dev_name, default, dev_default = "blkio.weight", "blkio.weight_device", CFQ_DEFAULT_WEIGHT, 0
         elif os.path.exists(os.path.join(blkio, "blkio.bfq.weight")):
-            name, dev_name, default = "blkio.bfq.weight", "blkio.bfq.weight_device", BFQ_DEFAULT_WEIGHT
+            name, dev_name, default, dev_default = "blkio.bfq.weight", "blkio.bfq.weight_device", BFQ_DEFAULT_WEIGHT, "default"
         else:
-            for field in ("io_weight", "io_weight_device"):
-                if L.is_set(r, field):
-                    skip(field, "the host's I/O scheduler has no cgroup weights (no blkio.weight or "
-                                "blkio.bfq.weight; the BFQ scheduler gives them)")
+            w.skip("the host's I/O scheduler has no cgroup weights (no blkio.weight or blkio.bfq.weight; "
+                   "the BFQ scheduler gives them)", "io_weight", "io_weight_device")
             return
-        if r.io_weight or reset:
-            put(blkio, "io_weight", name, r.io_weight or default, hint="the weight range is 10..1000")
-        wanted = {L.device_number(d, service=service, field="io_weight_device"): w for d, w in r.io_weight_device}
-        if reset and os.path.exists(os.path.join(blkio, dev_name)):
-            for line in files.read_text(os.path.join(blkio, dev_name)).splitlines():
-                dev = line.split()[0] if line.split() else ""
-                if ":" in dev and dev not in wanted:
-                    put(blkio, "io_weight_device", dev_name, f"{dev} {0 if name == 'blkio.weight' else 'default'}")
-        for dev, weight in wanted.items():
-            put(blkio, "io_weight_device", dev_name, f"{dev} {weight}")
+        if w.r.io_weight or reset:
+            w.put(blkio, "io_weight", name, w.r.io_weight or default, hint="the weight range is 10..1000")
+        w.device_weights(blkio, dev_name, lambda x: x, reset=reset, default=dev_default)
 
     # --- processes ---------------------------------------------------------------------------
 
@@ -316,19 +277,12 @@ class V1Manager:
         if freezer is None:
             raise CgroupError("pause needs the cgroup v1 freezer controller, which is not mounted",
                               path=path, operation="freeze")
-        state = os.path.join(freezer, "freezer.state")
-        # v1's freezer sends no notification when FREEZING becomes FROZEN: re-ask, backing off
-        # from 1 ms (runc does the same); tasks freeze in microseconds unless stuck in the kernel
-        deadline = time.monotonic() + timeout
-        delay = 0.0005
-        while True:
-            files.write(state, "FROZEN")
-            if files.read_text(state).strip() == "FROZEN":
-                return
-            if time.monotonic() > deadline:
-                raise CgroupError(f"freeze {freezer}: still FREEZING after {timeout:g} s", path=freezer, operation="freeze")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.02)
+        if not _freeze(freezer, timeout):
+            # left FREEZING, it would freeze later on (and a half-frozen container can hang
+            # whatever joins it): thaw, as runc does
+            files.write(os.path.join(freezer, "freezer.state"), "THAWED")
+            raise CgroupError(f"freeze {freezer}: still FREEZING after {timeout:g} s (a process stuck in the "
+                              "kernel?); thawed again", path=freezer, operation="freeze")
 
     def thaw(self, path: str) -> None:
         freezer = self._ctl(path, "freezer")
@@ -342,23 +296,16 @@ class V1Manager:
             return
         freezer = self._ctl(path, "freezer")
         if freezer is not None and os.path.isdir(freezer):
-            try:
-                self.freeze(path, timeout=min(timeout, 1.0))
-            except CgroupError as exc:
-                log.warning("cgroup did not freeze; signalling anyway", cgroup=path, error=str(exc))
+            if not _freeze(freezer, min(timeout, 1.0)):
+                # FREEZING: the frozen ones cannot fork, the stuck one gets the signal too
+                log.warning("cgroup did not freeze completely; signalling anyway", cgroup=path)
             try:
                 for pid in self.procs(path):
                     files.signal(pid, sig)  # a frozen task cannot fork; it dies once thawed
             finally:
                 self.thaw(path)
-        else:
-            deadline = time.monotonic() + timeout
-            while True:  # no freezer: sweep until nobody is left (a fast forker can race this)
-                pids = self.procs(path)
-                for pid in pids:
-                    files.signal(pid, sig)
-                if sig != signal.SIGKILL or not pids or time.monotonic() > deadline:
-                    break
+        else:  # no freezer: sweep until nobody is left (a fast forker can race this)
+            files.signal_each(lambda: self.procs(path), sig, sweep_until=time.monotonic() + timeout)
         if wait and not self.wait_empty(path, timeout=timeout):
             raise CgroupError(f"kill {path}: processes {self.procs(path)} still there after {timeout:g} s",
                               path=self._describe(path), operation="kill")
@@ -410,17 +357,12 @@ class V1Manager:
                 raise CgroupError(f"remove {self._describe(path)}: processes {self.procs(path)} still there "
                                   f"after {timeout:g} s", path=self._describe(path), operation="remove")
         for d in self._dirs(path).values():
-            for sub in files.walk_bottom_up(d):
-                files.rmdir_retry(sub, deadline)
+            files.remove_tree(d, deadline)
         log.debug("cgroup removed", cgroup=path)
 
     def prune(self) -> None:
         for d in self._dirs("").values():
-            try:
-                os.rmdir(d)
-            except OSError as exc:
-                if exc.errno not in (E.ENOENT, E.EBUSY, E.ENOTEMPTY):
-                    raise CgroupError(f"remove {d}: {exc.strerror}", path=d, operation="rmdir", errno=exc.errno) from None
+            files.rmdir_unused(d)
 
     def _describe(self, path: str) -> str:
         return self._ctl(path, "memory") or next(iter(self._dirs(path).values()))
@@ -448,9 +390,27 @@ class V1Manager:
         )
 
 
+def _freeze(freezer: str, timeout: float) -> bool:
+    """Freeze the freezer cgroup at `freezer`; False if it is still FREEZING after `timeout`.
+
+    v1's freezer sends no notification when FREEZING becomes FROZEN: re-ask, backing off from
+    0.5 ms (runc re-asks too); tasks freeze in microseconds unless one is stuck in the kernel."""
+    state = os.path.join(freezer, "freezer.state")
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        files.write(state, "FROZEN")
+        if files.read_text(state).strip() == "FROZEN":
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
 def _inherit_cpuset(parent: str, child: str) -> None:
     """A new v1 cpuset cgroup starts with no CPUs and no memory nodes, and no task can join it until
-    both are set: copy the parent's (runc does the same)."""
+    both are set: copy the parent's (runc does the same). A level that has them is left alone."""
     for name in ("cpuset.cpus", "cpuset.mems"):
         mine = os.path.join(child, name)
         if not files.read_text(mine).strip():

@@ -126,25 +126,11 @@ class V2Manager:
         levels = self._levels(path)
         made: list[str] = []
         try:
-            for attempt in range(2):
-                try:
-                    for i in range(1, len(levels)):
-                        self._enable(levels[i - 1], want)
-                        last = i == len(levels) - 1
-                        if files.mkdir(levels[i], exist_ok=exist_ok or not last):
-                            made.append(levels[i])
-                    break
-                except CgroupError as exc:
-                    # another pysup pruned the base between our mkdirs: once more from the top
-                    if exc.errno != E.ENOENT or attempt:
-                        raise
-            skipped = self._apply(levels[-1], resources, service, reset=False)
+            files.make_levels(levels, made, exist_ok=exist_ok, after=lambda parent, _: self._enable(parent, want))
+            # a cgroup that was there already (exist_ok) may hold older limits: write every field
+            skipped = self._apply(levels[-1], resources, service, reset=levels[-1] not in made)
         except BaseException:
-            for d in reversed(made):
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    pass
+            files.undo_mkdirs(made)
             raise
         log.debug("cgroup created", cgroup=levels[-1], service=service or None)
         return skipped
@@ -188,89 +174,71 @@ class V2Manager:
         """Write the limits. `reset`: write every field, unset ones back to the kernel default."""
         have = set(files.read_text(os.path.join(os.path.dirname(leaf), "cgroup.subtree_control")).split())
         have &= self._available
-        skipped: list[Skipped] = []
-
-        def skip(field: str, reason: str) -> None:
-            skipped.append(Skipped(service, L.SPEC_KEYS[field], reason))
-
-        def put(field: str, name: str, value: object, hint: str = "") -> None:
-            try:
-                files.write(os.path.join(leaf, name), str(value))
-            except CgroupError as exc:
-                raise L.refused(exc, service=service, field=field, value=value, hint=hint) from None
+        w = L.LimitWriter(r, service)
 
         def no_controller(name: str, *fields: str) -> None:
-            for field in fields:
-                if L.is_set(r, field):
-                    skip(field, f"the {name} controller is not available on this host")
+            w.skip(f"the {name} controller is not available on this host", *fields)
 
         if "memory" in have:
-            try:
-                swap = L.swap_limit(r.memory or None, r.memswap)
-            except ValueError as exc:
-                raise L.spec_error(str(exc), service=service, field="memswap", path=leaf) from None
+            swap = w.swap(leaf)
             if r.memory or reset:
-                put("memory", "memory.max", r.memory or "max")
+                w.put(leaf, "memory", "memory.max", r.memory or "max")
             if os.path.exists(os.path.join(leaf, "memory.swap.max")):
                 if r.memory or r.memswap is not None or reset:
-                    put("memswap", "memory.swap.max", "max" if swap is None else swap)
-            elif r.memswap not in (None, -1):
-                skip("memswap", "swap accounting is off on this host (no memory.swap.max)")
+                    w.put(leaf, "memswap", "memory.swap.max", "max" if swap is None else swap)
+            else:
+                w.skip("swap accounting is off on this host (no memory.swap.max)", "memswap")
             if r.memory_reservation or reset:
-                put("memory_reservation", "memory.low", r.memory_reservation or 0)
+                w.put(leaf, "memory_reservation", "memory.low", r.memory_reservation or 0)
         else:
             no_controller("memory", "memory", "memory_reservation", "memswap")
 
         if "cpu" in have:
             if r.cpus or reset:
                 quota = L.cpus_to_quota(r.cpus) if r.cpus else "max"
-                put("cpus", "cpu.max", f"{quota} {L.CPU_PERIOD_US}", hint="the quota must be at least 1000 µs, cpus >= 0.01")
+                w.put(leaf, "cpus", "cpu.max", f"{quota} {L.CPU_PERIOD_US}",
+                      hint="the quota must be at least 1000 µs, cpus >= 0.01")
             if r.cpu_shares or reset:
-                put("cpu_shares", "cpu.weight", L.shares_to_weight(r.cpu_shares) if r.cpu_shares else L.WEIGHT_DEFAULT)
+                weight = L.shares_to_weight(r.cpu_shares) if r.cpu_shares else L.WEIGHT_DEFAULT
+                w.put(leaf, "cpu_shares", "cpu.weight", weight)
         else:
             no_controller("cpu", "cpus", "cpu_shares")
 
         if "cpuset" in have:
-            if r.cpuset or reset:
-                put("cpuset", "cpuset.cpus", r.cpuset or "\n", hint="CPUs this host or the parent cgroup does not have")
+            hint = "CPUs this host or the parent cgroup does not have"
+            if r.cpuset:
+                w.put(leaf, "cpuset", "cpuset.cpus", r.cpuset, hint=hint)
+            elif reset and files.read_text(os.path.join(leaf, "cpuset.cpus")).strip():
+                # back to all of the parent's CPUs. Not to "" (inherit): the kernel refuses to
+                # empty the cpuset of a cgroup that has processes (ENOSPC)
+                parent = files.read_text(os.path.join(os.path.dirname(leaf), "cpuset.cpus.effective")).strip()
+                w.put(leaf, "cpuset", "cpuset.cpus", parent, hint=hint)
         else:
             no_controller("cpuset", "cpuset")
 
         if "pids" in have:
             if L.pids_limit(r.pids) or reset:
-                put("pids", "pids.max", L.pids_limit(r.pids) or "max")
+                w.put(leaf, "pids", "pids.max", L.pids_limit(r.pids) or "max")
         else:
             no_controller("pids", "pids")
 
         if "io" in have:
-            skipped.extend(self._apply_io(leaf, r, service, reset, put))
+            self._apply_io(leaf, w, reset)
         else:
             no_controller("io", "io_weight", "io_weight_device")
-        for s in skipped:
-            log.warning("cgroup limit ignored", service=service or None, key=s.key, reason=s.reason)
-        return tuple(skipped)
+        return w.done()
 
-    def _apply_io(self, leaf: str, r: Resources, service: str, reset: bool, put) -> list[Skipped]:
+    def _apply_io(self, leaf: str, w: L.LimitWriter, reset: bool) -> None:
         bfq = os.path.exists(os.path.join(leaf, "io.bfq.weight"))
         if not bfq and not os.path.exists(os.path.join(leaf, "io.weight")):
-            return [Skipped(service, L.SPEC_KEYS[f], "no io.weight on this host (needs io-cost or the BFQ scheduler)")
-                    for f in ("io_weight", "io_weight_device") if L.is_set(r, f)]
+            w.skip("no io.weight on this host (needs io-cost or the BFQ scheduler)", "io_weight", "io_weight_device")
+            return
         name = "io.bfq.weight" if bfq else "io.weight"
         # BFQ takes v1's 1..1000 range as it is; io.weight is 1..10000 (runc's conversion)
-        conv = (lambda w: w) if bfq else L.blkio_weight_to_io_weight
-        if r.io_weight or reset:
-            put("io_weight", name, f"default {conv(r.io_weight) if r.io_weight else L.WEIGHT_DEFAULT}")
-        wanted = {}
-        for device, weight in r.io_weight_device:
-            wanted[L.device_number(device, service=service, field="io_weight_device")] = conv(weight)
-        if reset:
-            for line in files.read_text(os.path.join(leaf, name)).splitlines():
-                dev = line.split()[0] if line.split() else ""
-                if ":" in dev and dev not in wanted:
-                    put("io_weight_device", name, f"{dev} default")
-        for dev, weight in wanted.items():
-            put("io_weight_device", name, f"{dev} {weight}")
-        return []
+        conv = (lambda x: x) if bfq else L.blkio_weight_to_io_weight
+        if w.r.io_weight or reset:
+            w.put(leaf, "io_weight", name, f"default {conv(w.r.io_weight) if w.r.io_weight else L.WEIGHT_DEFAULT}")
+        w.device_weights(leaf, name, conv, reset=reset)
 
     # --- processes ---------------------------------------------------------------------------
 
@@ -301,7 +269,9 @@ class V2Manager:
             raise CgroupError(f"pause needs cgroup.freeze (Linux 5.2+): {control} is missing", path=control, operation="freeze")
         files.write(control, "1")
         if not files.wait_keyed(os.path.join(leaf, "cgroup.events"), "frozen", 1, timeout):
-            raise CgroupError(f"freeze {leaf}: not frozen after {timeout:g} s", path=leaf, operation="freeze")
+            files.write(control, "0")  # a failed pause must not freeze the container later on
+            raise CgroupError(f"freeze {leaf}: not frozen after {timeout:g} s (a process stuck in the kernel?); "
+                              "thawed again", path=leaf, operation="freeze")
 
     def thaw(self, path: str) -> None:
         files.write(os.path.join(self._dir(path), "cgroup.freeze"), "0")
@@ -331,14 +301,9 @@ class V2Manager:
             # a task stuck in the kernel (D state) may not freeze; signal anyway
             files.wait_keyed(os.path.join(leaf, "cgroup.events"), "frozen", 1, min(timeout, 1.0))
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                pids = self.procs(path)
-                for pid in pids:
-                    files.signal(pid, sig)
-                # frozen: one pass reaches everyone; not frozen: sweep again until none is left
-                if can_freeze or sig != signal.SIGKILL or not pids or time.monotonic() > deadline:
-                    break
+            # frozen: one pass reaches everyone; not frozen: sweep again until none is left
+            files.signal_each(lambda: self.procs(path), sig,
+                              sweep_until=None if can_freeze else time.monotonic() + timeout)
         finally:
             if can_freeze:
                 files.write(os.path.join(leaf, "cgroup.freeze"), "0")
@@ -361,17 +326,11 @@ class V2Manager:
                     path=leaf,
                     operation="remove",
                 )
-        for d in files.walk_bottom_up(leaf):
-            files.rmdir_retry(d, deadline)
+        files.remove_tree(leaf, deadline)
         log.debug("cgroup removed", cgroup=leaf)
 
     def prune(self) -> None:
-        try:
-            os.rmdir(self._base_dir)
-        except OSError as exc:
-            if exc.errno not in (E.ENOENT, E.EBUSY, E.ENOTEMPTY):
-                raise CgroupError(f"remove {self._base_dir}: {exc.strerror}", path=self._base_dir, operation="rmdir",
-                                  errno=exc.errno) from None
+        files.rmdir_unused(self._base_dir)
 
     # --- stats, events -----------------------------------------------------------------------
 

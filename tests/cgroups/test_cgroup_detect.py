@@ -69,6 +69,12 @@ def test_escaped_mountpoint():
     assert host.unified.mountpoint == "/sys/fs/cg root"
 
 
+def test_escaped_mountpoint_keeps_utf8():
+    # the kernel escapes only space, tab, newline and backslash; UTF-8 names stay as they are
+    host = parse_mountinfo("26 22 0:23 / /srv/cgr\u00fcppe\\040a\\134b rw - cgroup2 cgroup2 rw\n")
+    assert host.unified.mountpoint == "/srv/cgr\u00fcppe a\\b"
+
+
 def test_no_cgroups_is_a_clear_error():
     with pytest.raises(CgroupError, match="no cgroup filesystem is mounted"):
         parse_mountinfo("22 1 0:21 / /sys rw - sysfs sysfs rw\n")

@@ -25,7 +25,7 @@ V2_FILES = {
     "cgroup.procs": "", "cgroup.events": "populated 0\nfrozen 0\n", "cgroup.controllers": "",
     "cgroup.subtree_control": "", "cgroup.freeze": "0", "cgroup.kill": "",
     "memory.max": "max", "memory.swap.max": "max", "memory.low": "0", "memory.events": "oom_kill 0\n",
-    "cpu.max": "max 100000", "cpu.weight": "100", "cpuset.cpus": "", "pids.max": "max",
+    "cpu.max": "max 100000", "cpu.weight": "100", "cpuset.cpus": "", "cpuset.cpus.effective": "0-1\n", "pids.max": "max",
     "pids.events": "max 0\n", "io.weight": "default 100\n",
 }
 V1_FILES = {
@@ -173,9 +173,13 @@ def test_v2_update_resets_what_is_no_longer_set(v2):
     assert dict(k.values("web.1/memory.max", "memory.swap.max", "memory.low", "cpu.max", "cpu.weight",
                          "cpuset.cpus", "pids.max", "io.weight")) == {
         "memory.max": str(128 << 20), "memory.swap.max": str(128 << 20), "memory.low": "0",
-        "cpu.max": "max 100000", "cpu.weight": "100", "cpuset.cpus": "\n", "pids.max": "max",
+        "cpu.max": "max 100000", "cpu.weight": "100", "cpuset.cpus": "0-1", "pids.max": "max",
         "io.weight": "default 100",
-    }
+    }  # cpuset: the parent's CPUs, not "" (the kernel refuses to empty a populated cpuset)
+    m.create("shop/db.1")  # cpuset is on for the stack (web.1 asked), but db.1 never had one
+    k.writes.clear()
+    m.update("shop/db.1", Resources())
+    assert k.values("cpuset.cpus") == []  # nothing to reset
 
 
 def test_v2_missing_controller_is_skipped_not_fatal(monkeypatch, fake_v2):
@@ -209,6 +213,19 @@ def test_v2_memswap_below_memory_is_a_spec_error(v2):
     m, _ = v2
     with pytest.raises(CgroupError, match="service 'web': memswap_limit: memswap_limit .* is below mem_limit"):
         m.create("shop/web.1", Resources(memory=100 << 20, memswap=50 << 20), service="web")
+
+
+def test_v2_memswap_zero_is_unset_as_in_docker(v2):
+    """`memswap_limit: 0` is Docker's "unset": as much swap as memory, not an error."""
+    m, k = v2
+    assert m.create("shop/web.1", Resources(memory=64 << 20, memswap=0), service="web") == ()
+    assert k.values("memory.swap.max") == [("memory.swap.max", str(64 << 20))]
+
+
+def test_v1_memswap_zero_is_unset_as_in_docker(v1):
+    m, k = v1
+    assert m.create("shop/web.1", Resources(memory=64 << 20, memswap=0), service="web") == ()
+    assert k.values("memory.memsw.limit_in_bytes") == [("memory.memsw.limit_in_bytes", str(128 << 20))]
 
 
 def test_v2_existing_cgroup_is_an_error_unless_exist_ok(v2):
@@ -295,3 +312,22 @@ def test_update_of_a_missing_cgroup_says_so(v1, v2):
     for m, _ in (v1, v2):
         with pytest.raises(CgroupError, match="no such cgroup"):
             m.update("shop/nope.1", Resources(pids=3), service="nope")
+
+
+def test_v2_a_freeze_that_does_not_complete_is_undone(v2):
+    m, k = v2
+    m.create("shop/web.1")  # the fake's cgroup.events never says frozen 1
+    with pytest.raises(CgroupError, match="not frozen after 0.05 s .*thawed again"):
+        m.freeze("shop/web.1", timeout=0.05)
+    assert k.values("cgroup.freeze") == [("cgroup.freeze", "1"), ("cgroup.freeze", "0")]
+
+
+def test_v1_a_freeze_that_does_not_complete_is_undone(v1, monkeypatch):
+    m, k = v1
+    m.create("shop/web.1")
+    real = files.read_text
+    monkeypatch.setattr(files, "read_text", lambda p: "FREEZING\n" if p.endswith("freezer.state") else real(p))
+    with pytest.raises(CgroupError, match="still FREEZING after 0.05 s .*thawed again"):
+        m.freeze("shop/web.1", timeout=0.05)
+    assert k.values("freezer.state")[-1] == ("freezer.state", "THAWED")
+    assert {v for _, v in k.values("freezer.state")[:-1]} == {"FROZEN"}

@@ -5,6 +5,7 @@ real in integration/."""
 from __future__ import annotations
 
 import os
+from unittest.mock import ANY
 
 import pytest
 import trio
@@ -167,3 +168,66 @@ async def test_unwatch_releases_the_kernel_watches(fake):
         watcher.unwatch(w)
         assert w.closed and not w.wds and not watcher._by_wd and not watcher.watching()
         watcher.unwatch(w)  # twice is fine
+
+
+async def test_close_from_another_task_ends_run_quietly(fake):
+    host, m = fake
+    make_cgroup(host, "p/a.1")
+    send, _ = trio.open_memory_channel(1)
+    watcher = CgroupEventWatcher(m, send, kmsg=False)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watcher.run)
+            watcher.watch("p/a.1", "a.1")
+            await trio.sleep(0.01)  # run is waiting on the epoll descriptor
+            watcher.close()  # the nursery exits without an error
+    assert not watcher.watching()
+
+
+async def test_an_exit_right_after_watch_reads_the_state_is_reported(fake, monkeypatch):
+    """The process exits just after watch() read `populated 1`: the notification must be armed by
+    then, or Emptied never comes."""
+    from supervisor.cgroups import files
+
+    host, m = fake
+    a = make_cgroup(host, "p/a.1")
+    poke(a, "cgroup.events", "populated 1\nfrozen 0\n")
+    real = files.read_keyed
+
+    def read_then_exit(path):
+        out = real(path)
+        if path.endswith("cgroup.events") and out.get("populated") == 1:
+            poke(a, "cgroup.events", "populated 0\nfrozen 0\n")
+        return out
+
+    monkeypatch.setattr(files, "read_keyed", read_then_exit)
+    send, recv = trio.open_memory_channel(10)
+    async with open_cgroup_events(m, send, kmsg=False) as watcher:
+        watcher.watch("p/a.1", "a.1")
+        with trio.fail_after(5):
+            assert await recv.receive() == Emptied("a.1", "p/a.1", ANY)
+
+
+
+async def test_out_of_descriptors_is_a_cgroup_error(fake_v1, monkeypatch):
+    """v1 needs an eventfd per watched cgroup: running out is a clear error, not a traceback."""
+    import errno
+
+    from supervisor.cgroups.v1 import V1Manager
+    from supervisor.errors import CgroupError
+
+    host = fake_v1(("memory",))
+    d = os.path.join(host.v1["memory"].mountpoint, "pysup", "p", "a.1")
+    os.makedirs(d)
+    for name, text in {"memory.oom_control": "oom_kill 0\n", "cgroup.event_control": ""}.items():
+        poke(d, name, text)
+
+    def eventfd(*_):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(os, "eventfd", eventfd)
+    send, _ = trio.open_memory_channel(1)
+    async with open_cgroup_events(V1Manager(host, mirror=False), send, kmsg=False) as watcher:
+        with pytest.raises(CgroupError, match="eventfd: Too many open files .*RLIMIT_NOFILE") as info:
+            watcher.watch("p/a.1", "a.1")
+        assert info.value.errno == errno.EMFILE and not watcher.watching()

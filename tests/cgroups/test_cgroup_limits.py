@@ -65,10 +65,19 @@ def test_cpus_to_quota(cpus, quota):
         (100, -1, None),  # unlimited swap
         (100, 100, 0),  # no swap
         (200, 500, 300),  # runc TestConvertMemorySwapToCgroupV2Value
+        (100, 0, 100),  # Docker: a memswap of 0 is unset ("--memory-swap 0 ... is treated as unset")
+        (None, 0, None),
     ],
 )
 def test_swap_limit(memory, memswap, swap):
     assert L.swap_limit(memory, memswap) == swap
+
+
+def test_memswap_zero_asks_for_no_limit():
+    from supervisor.config.model import Resources
+
+    assert not L.is_set(Resources(memswap=0), "memswap") and not L.is_set(Resources(memswap=-1), "memswap")
+    assert L.is_set(Resources(memory=100, memswap=200), "memswap")
 
 
 @pytest.mark.parametrize(("memory", "memswap"), [(400, 300), (None, 300)])

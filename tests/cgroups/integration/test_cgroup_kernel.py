@@ -141,6 +141,20 @@ def test_create_applies_limits_and_remove_leaves_nothing(manager):
         assert not os.path.exists(d)
 
 
+def test_prune_removes_the_base_only_when_no_stack_is_left(manager):
+    m = manager
+    m.create("shop/web.1")
+    m.create("blog/web.1")
+    m.remove("shop")
+    m.prune()
+    assert m.exists("blog/web.1")  # another stack (or another pysup) still uses the base
+    m.remove("blog")
+    m.prune()
+    assert not m.exists("")
+    assert not any(os.path.exists(d) for d in m.directories("").values())
+    m.prune()  # gone already: fine
+
+
 def test_a_refused_limit_names_service_and_key_and_leaves_nothing(manager):
     m = manager
     with pytest.raises(CgroupError) as info:
@@ -159,6 +173,18 @@ def test_an_impossible_cpuset_is_refused_on_update(manager, procs):
         m.update("shop/web.1", Resources(cpuset=f"{os.cpu_count() + 100}"), service="web")
     assert (info.value.service, info.value.key) == ("web", "cpuset")
     assert procs.alive(p.pid)
+
+
+def test_cpuset_confines_the_process_and_update_resets_it(manager, procs):
+    m = manager
+    m.create("shop/web.1", Resources(cpuset="0"), service="web")
+    p = procs.start(m, "shop/web.1", ["sleep", "60"])
+    d = m.directories("shop/web.1")["unified" if isinstance(m, V2Manager) else "cpuset"]
+    with open(os.path.join(d, "cpuset.cpus")) as f:
+        assert f.read().strip() == "0"
+    assert os.sched_getaffinity(p.pid) == {0}
+    m.update("shop/web.1", Resources(), service="web")  # cpuset no longer set: every CPU again
+    assert os.sched_getaffinity(p.pid) == os.sched_getaffinity(0)
 
 
 def test_memory_limit_below_use_is_refused_on_v1(manager, procs):
@@ -191,6 +217,19 @@ def test_update_in_place_keeps_the_process(manager, procs):
     assert got["pids.max"] == "max"
     assert got.get("cpu.max", "max 100000") == "max 100000" and got.get("cpu.cfs_quota_us", "-1") == "-1"
     assert m.procs("shop/web.1") == [p.pid] and procs.alive(p.pid)
+
+
+def test_create_over_an_existing_cgroup_applies_the_whole_spec(manager):
+    """A replica's cgroup left from an earlier start (exist_ok) must not keep limits the spec dropped."""
+    m = manager
+    m.create("shop/web.1", Resources(pids=5, cpus=0.5), service="web")
+    m.create("shop/web.1", Resources(memory=64 * MB), service="web", exist_ok=True)
+    got = limit_files(m, "shop/web.1")
+    assert got["pids.max"] == "max"
+    if isinstance(m, V2Manager):
+        assert (got["cpu.max"], got["memory.max"]) == ("max 100000", str(64 * MB))
+    else:
+        assert (got["cpu.cfs_quota_us"], got["memory.limit_in_bytes"]) == ("-1", str(64 * MB))
 
 
 def test_io_weight(manager):
@@ -279,7 +318,7 @@ async def test_oom_kill_event_names_the_replica_and_spares_neighbours(manager, p
             latency = ev.at - killed_at
             print(f"OOM kill -> event: {latency * 1000:.1f} ms")
             record_property("oom_event_latency_ms", round(latency * 1000, 2))
-            assert latency < 1.0  # the target is 100 ms (bench/cgroup_events.py); generous here
+            assert latency < 0.1  # the issue's bound (measured: a few ms on the host, ~12 ms in the TCG VM)
         assert hog.wait(10) == -signal.SIGKILL
         if m.event_sources("shop/web.1").cgroup_events:
             with trio.fail_after(10):
@@ -417,13 +456,38 @@ def test_freeze_and_thaw(manager, procs):
     assert c - b > 50_000, "thawed, yet it did not run"
 
 
-def test_stats(manager, procs, tmp_path):
+@pytest.fixture
+def loop_device(tmp_path):
+    """make() -> a loop block device over a 16 MiB file in tmp_path, detached after the test; None
+    where losetup cannot make one. Block I/O that io.stat counts, where tmp_path is a tmpfs."""
+    made: list[str] = []
+
+    def make() -> str | None:
+        backing = tmp_path / "disk"
+        with open(backing, "wb") as f:
+            f.truncate(16 * MB)
+        try:
+            dev = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True,
+                                 check=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+        made.append(dev)
+        return dev
+
+    yield make
+    for dev in made:
+        subprocess.run(["losetup", "--detach", dev], check=False, timeout=30)
+
+
+def test_stats(manager, procs, tmp_path, loop_device):
     m = manager
     m.create("shop/web.1")
+    # v2 counts the block I/O a cgroup submits in io.stat: write it straight to a block device
+    device = loop_device() if isinstance(m, V2Manager) else None
     code = (
         "import mmap, os, time\n"
         "x = b'x' * (32 << 20)\n"
-        f"path = {str(tmp_path / 'io')!r}\n"
+        f"path = {device or str(tmp_path / 'io')!r}\n"
         "buf = mmap.mmap(-1, 1 << 20)\n"
         "try:\n"
         "    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_DIRECT); mode = 'direct'\n"
@@ -452,6 +516,8 @@ def test_stats(manager, procs, tmp_path):
         assert again.memory_current >= 32 * MB and again.pids_current == s.pids_current
         assert again.cpu_usage_us >= s.cpu_usage_us
         assert reader.read().cpu_usage_us >= again.cpu_usage_us
+    if device:
+        assert mode == "direct"
     if mode == "direct" and isinstance(m, V2Manager):  # block I/O this cgroup submitted itself
         assert s.io_write_bytes >= 8 * MB
     # (v1 counts block I/O in blkio.throttle.* only on devices with a throttle rule since Linux 6.x)

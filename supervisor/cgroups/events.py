@@ -197,7 +197,11 @@ class CgroupEventWatcher:
     def __init__(self, manager: CgroupManager, channel: trio.MemorySendChannel, *, kmsg: bool = True):
         self.manager = manager
         self.channel = channel
-        self._epoll = select.epoll()
+        try:
+            self._epoll = select.epoll()
+        except OSError as exc:
+            raise CgroupError(f"cannot watch cgroup events: epoll: {exc.strerror}", path="",
+                              operation="epoll_create", errno=exc.errno) from None
         self._inotify = _inotify_init()
         self._epoll.register(self._inotify, select.EPOLLIN)
         self._kmsg: int | None = None

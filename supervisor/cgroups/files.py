@@ -264,6 +264,7 @@ def signal_each(list_pids: Callable[[], list[int]], sig: int, *, sweep_until: fl
             signal(pid, sig)
         if sweep_until is None or sig != SIGKILL or not pids or time.monotonic() > sweep_until:
             return
+        time.sleep(0.001)  # a process stuck in the kernel must not make this spin a core
 
 
 def signal(pid: int, sig: int) -> None:
@@ -272,3 +273,6 @@ def signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+    except OSError as exc:
+        raise CgroupError(f"cannot send signal {sig} to process {pid}: {exc.strerror}",
+                          path=f"/proc/{pid}", operation="kill", errno=exc.errno) from None

@@ -336,7 +336,11 @@ class V1Manager:
                         fds.append(os.pidfd_open(pid))
                     except ProcessLookupError:
                         pass
-                if fds:
+                    except OSError:  # out of descriptors: wait a little and list again
+                        break
+                if len(fds) < len(pids):
+                    time.sleep(min(remaining, 0.01))
+                elif fds:
                     poller = select.poll()
                     for fd in fds:
                         poller.register(fd, select.POLLIN)

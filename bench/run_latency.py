@@ -7,7 +7,8 @@ Rows (each a median over --runs, after 2 warm-up runs; p90 beside it):
   `Launcher.start` → exit observed through the pidfd. Also start-to-exec (the `started` handle).
   Read-only root like the OCI bundles (`--layer`: also with the default writable overlay layer).
 - pysup one-shot: a fresh interpreter that runs one container with `run_oneshot` (no trio, no
-  zygote: what `pysup run --rm` is built on), and the same through trio + a zygote (`run_one`).
+  zygote: what `pysup run --rm` is built on), the real `pysup run --rm` command line (with the
+  limits, then without), and the same through trio + a zygote (`run_one`).
 - bare fork+exec of the rootfs's busybox `true`, and `unshare -fmuipn chroot` (floors).
 - bubblewrap (`--unshare-all`, no cgroups), crun, runc (OCI bundle, 64 MiB memory, 64 pids,
   read-only root), `podman run --rootfs` (same limits) when installed (bench/install-peers.sh).
@@ -290,6 +291,15 @@ def main() -> int:
             code = ONESHOT_CODE.format(rootfs=rootfs, state=os.path.join(work, "state"), cgroups=cgroups)
             rows.append(("pysup one-shot (run_oneshot)", time_cmd([sys.executable, "-c", code], args.runs, env),
                          limits + "; interpreter start included, no trio"))
+            # The real command line, as a person types it (PYSUP_*_DIR in the benchmark's work dir).
+            cli_env = dict(env, PYSUP_STATE_DIR=os.path.join(work, "pysup-state"),
+                           PYSUP_RUNTIME_DIR=os.path.join(work, "pysup-run"))
+            cli = [sys.executable, "-m", "supervisor", "run", "--rm", "--read-only", "--rootfs", rootfs]
+            limits_args = ["--memory", "64m", "--pids-limit", "64"] if cgroups else []
+            rows.append(("pysup run --rm (CLI)", time_cmd([*cli, *limits_args, "--", "/bin/true"], args.runs, cli_env),
+                         limits + "; `python -m supervisor run`, cgroup by supervisor.cgroups"))
+            rows.append(("pysup run --rm (CLI), no limits", time_cmd([*cli, "--", "/bin/true"], args.runs, cli_env),
+                         "no cgroup: the cgroup driver is not imported"))
             extra = ["--no-cgroups"] if not cgroups else []
             me = [sys.executable, os.path.abspath(__file__), "--oneshot", rootfs, *extra, "--trio"]
             rows.append(("pysup one-shot via trio + zygote (run_one)", time_cmd(me, args.runs, env),

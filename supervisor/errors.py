@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-import attrs
-
 PathPart = str | int
 KeyPath = tuple[PathPart, ...]
 
@@ -40,14 +38,51 @@ class Location(NamedTuple):
         return f"{self.file}:{self.line}:{self.col}"
 
 
-@attrs.frozen
 class Problem:
-    """One thing wrong with a spec: where it is, which key, and what is wrong."""
+    """One thing wrong with a spec: where it is, which key, and what is wrong. Immutable, compared
+    and hashed by value. A plain class, not attrs: this module is on every command's import path,
+    and attrs costs ~15 ms to import there (a one-shot `pysup run` must start fast)."""
+
+    __slots__ = ("message", "path", "location", "file")
 
     message: str
-    path: KeyPath = ()
-    location: Location | None = None
-    file: str | None = None  # when there is a file but no position in it (missing, unreadable)
+    path: KeyPath
+    location: Location | None
+    file: str | None  # when there is a file but no position in it (missing, unreadable)
+
+    def __init__(self, message: str, path: KeyPath = (), location: Location | None = None, file: str | None = None):
+        object.__setattr__(self, "message", message)
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "location", location)
+        object.__setattr__(self, "file", file)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Problem is immutable (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Problem is immutable (cannot delete {name!r})")
+
+    def _key(self) -> tuple:
+        return (self.message, self.path, self.location, self.file)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self) -> int:
+        return hash((Problem, *self._key()))
+
+    def __repr__(self) -> str:
+        return (f"Problem(message={self.message!r}, path={self.path!r}, location={self.location!r}, "
+                f"file={self.file!r})")
+
+    def __reduce__(self) -> tuple:
+        return (Problem, self._key())
 
     def __str__(self) -> str:
         where = str(self.location) if self.location else (self.file or "")

@@ -165,13 +165,17 @@ class Launcher:
         S.prctl(S.PR_SET_CHILD_SUBREAPER, 1)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            proc = await trio.lowlevel.open_process(
+            # Forked from trio's own thread, not a worker thread (trio.lowlevel.open_process uses
+            # one): the zygote's PR_SET_PDEATHSIG fires when the *thread* that forked it exits, and
+            # trio retires idle worker threads after 10 s.
+            proc = subprocess.Popen(
                 [self.python, "-m", "supervisor.runtime.zygote", str(theirs.fileno()), str(os.getpid())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                 start_new_session=True, env=_zygote_env(),
             )
         finally:
             theirs.close()
+        zygote_fd = os.pidfd_open(proc.pid)
         sock = trio.socket.from_stdlib_socket(ours)
         self._sock = sock
         try:
@@ -218,10 +222,11 @@ class Launcher:
                 await self._drain(sock)  # EOF to the zygote; collect the spares it announced last
                 sock.close()
                 with trio.move_on_after(5):
-                    await proc.wait()
+                    proc.returncode = (await wait_pidfd(zygote_fd)).exit_code
                 if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
+                    signal.pidfd_send_signal(zygote_fd, signal.SIGKILL)
+                    proc.returncode = (await wait_pidfd(zygote_fd)).exit_code
+                os.close(zygote_fd)
                 await self._reap_spares()
 
     async def _drain(self, sock: trio.socket.SocketType) -> None:
@@ -313,7 +318,7 @@ class Launcher:
             raise RuntimeSetupError(f"container {spec.id} already exists ({state_dir})", stage="state",
                                     errno=errno.EEXIST, container=spec.id) from None
         try:
-            spec = attrs.evolve(spec, state_dir=state_dir)
+            spec = spec.replace(state_dir=state_dir)
             return await self._launch(protocol.START, spec.id, spec.to_dict(), [], state_dir,
                                       stdin, stdout, stderr, task_status)
         finally:
@@ -328,7 +333,7 @@ class Launcher:
         if container.status is not None:
             raise RuntimeSetupError(f"container {container.id} is not running", stage="setns", errno=errno.ESRCH,
                                     container=container.id)
-        spec = attrs.evolve(spec, container_pid=container.pid)
+        spec = spec.replace(container_pid=container.pid)
         return await self._launch(protocol.EXEC, spec.id, spec.to_dict(), [container.pidfd], None,
                                   stdin, stdout, stderr, task_status)
 

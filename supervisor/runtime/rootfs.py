@@ -25,7 +25,7 @@ securejoin: symlinks are followed as if the rootfs were `/`), then pinned with a
 mounted onto `/proc/self/fd/N`. Nothing needs undoing on the host: every mount lives in the
 container's mount namespace and goes away with it.
 
-Imports: standard library and attrs (the zygote imports this).
+Imports: standard library only (the zygote imports this; steps are `record.py` records).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import os
 import stat
 from collections.abc import Callable, Iterable
 
-import attrs
+from .record import record
 
 from .. import syscalls as S
 from ..syscalls import Syscalls, SyscallError
@@ -81,7 +81,7 @@ ROOT_FLAGS = S.MS_NODEV  # per-mount flags of the container's root (kept by the 
 # --- steps -------------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@record
 class Mount:
     """mount(source, <rootfs>/target, fstype, flags, data). `create` makes the target a "dir" or
     "file" first. `propagation` (MS_PRIVATE, ...) and `remount` flags (MS_BIND|MS_REMOUNT|...)
@@ -97,7 +97,7 @@ class Mount:
     remount: int = 0
 
 
-@attrs.frozen
+@record
 class Mknod:
     path: str  # in the container
     major: int
@@ -105,13 +105,13 @@ class Mknod:
     mode: int = 0o666
 
 
-@attrs.frozen
+@record
 class Symlink:
     target: str
     path: str
 
 
-@attrs.frozen
+@record
 class HostTmpfs:
     """A small tmpfs over a host directory, inside the container's mount namespace only: generated
     files are written there (fast, never on the host's disk) and bound into the rootfs; the host
@@ -120,7 +120,7 @@ class HostTmpfs:
     path: str
 
 
-@attrs.frozen
+@record
 class WriteHostFile:
     """A generated file written on the host side (the container's state directory)."""
 
@@ -128,7 +128,7 @@ class WriteHostFile:
     content: str
 
 
-@attrs.frozen
+@record
 class Sysctl:
     """Write `value` to /proc/sys/<key> of the container's own procfs (mounted just before)."""
 
@@ -136,17 +136,17 @@ class Sysctl:
     value: str
 
 
-@attrs.frozen
+@record
 class MaskPath:
     path: str
 
 
-@attrs.frozen
+@record
 class ReadonlyPath:
     path: str
 
 
-@attrs.frozen
+@record
 class ReadonlyRoot:
     pass
 
@@ -154,22 +154,24 @@ class ReadonlyRoot:
 Step = Mount | Mknod | Symlink | HostTmpfs | WriteHostFile | Sysctl | MaskPath | ReadonlyPath | ReadonlyRoot
 
 
-@attrs.frozen
+@record
 class Overlay:
     """A writable layer: overlayfs of `lower` (the rootfs, never written) + `upper`/`work` (in the
     container's state directory, discarded with it), mounted at `merged`, which becomes the root."""
 
-    lower: str
-    upper: str
-    work: str
+    lower: str  # overlayfs lowerdir: one directory, or several joined by ":" (top first)
+    upper: str | None  # None: a read-only overlay of the lower layers (an image of several layers)
+    work: str | None
     merged: str
 
     @property
     def data(self) -> str:
+        if self.upper is None:
+            return f"lowerdir={self.lower}"
         return f"lowerdir={self.lower},upperdir={self.upper},workdir={self.work}"
 
 
-@attrs.frozen
+@record
 class RootfsPlan:
     """`before_pivot` run with host paths resolved inside `rootfs`; `after_pivot` with the container's.
     With `overlay`, `rootfs` is its `merged` directory."""
@@ -178,9 +180,12 @@ class RootfsPlan:
     before_pivot: tuple[Step, ...]
     after_pivot: tuple[Step, ...]
     overlay: Overlay | None = None
+    # The host's own "/" (image: host): bound recursively at `rootfs` (a directory of the state dir)
+    # and made read-only with every mount below it, before anything is mounted over it.
+    host_view: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class RootfsOptions:
     rootfs: str
     read_only: bool = False
@@ -194,6 +199,9 @@ class RootfsOptions:
     sysctls: tuple[tuple[str, str], ...] = ()  # (dotted key, value), already checked as namespaced
     init_binary: str | None = None  # a host binary bound read-only at /dev/init
     layer_dir: str | None = None  # a writable overlay layer (upper, work, merged) here; None: the rootfs itself
+    lower_layers: tuple[str, ...] = ()  # more image layers below `rootfs` (top first)
+    mount_dir: str | None = None  # where a root that is not `rootfs` itself is assembled (host view, layers)
+    host_view: bool = False  # `rootfs` is the host's "/" (image: host): bound at `mount_dir`, read-only
     sys_glob_root: str = "/"  # where masked-path globs under /sys are expanded (tests point it elsewhere)
 
 
@@ -262,12 +270,27 @@ def plan_rootfs(opts: RootfsOptions) -> RootfsPlan:
     """The whole filesystem set-up as data. Raises `MountPlanError` for a bad request."""
     rootfs = os.path.abspath(opts.rootfs)
     overlay = None
-    if opts.layer_dir and not opts.read_only:
-        for path in (rootfs, opts.layer_dir):
+    host_view = opts.host_view
+    layers = (rootfs, *(os.path.abspath(p) for p in opts.lower_layers))
+    if host_view:
+        if opts.lower_layers or not opts.read_only or not opts.mount_dir:
+            raise MountPlanError("the host's root (image: host) is only available read-only, alone, with a state "
+                                 "directory")
+        rootfs = os.path.abspath(opts.mount_dir)
+    elif opts.layer_dir and not opts.read_only:
+        for path in (*layers, opts.layer_dir):
             if any(c in path for c in ",:\\"):
                 raise MountPlanError(f"a writable layer cannot use {path!r} (',', ':' or '\\' in the path)")
         d = os.path.abspath(opts.layer_dir)
-        overlay = Overlay(rootfs, f"{d}/upper", f"{d}/work", f"{d}/merged")
+        overlay = Overlay(":".join(layers), f"{d}/upper", f"{d}/work", f"{d}/merged")
+        rootfs = overlay.merged
+    elif opts.lower_layers:
+        if not opts.mount_dir:
+            raise MountPlanError("an image of several layers needs a state directory")
+        for path in layers:
+            if any(c in path for c in ",:\\"):
+                raise MountPlanError(f"an image layer cannot be {path!r} (',', ':' or '\\' in the path)")
+        overlay = Overlay(":".join(layers), None, None, os.path.abspath(opts.mount_dir))
         rootfs = overlay.merged
     steps: list[Step] = [
         Mount("/proc", "proc", "proc", _NOSUID_NODEV_NOEXEC),
@@ -309,7 +332,7 @@ def plan_rootfs(opts: RootfsOptions) -> RootfsPlan:
         after.append(ReadonlyRoot())
     after += [MaskPath(p) for p in expand_globs(opts.masked_paths, opts.sys_glob_root)]
     after += [ReadonlyPath(p) for p in opts.readonly_paths]
-    return RootfsPlan(rootfs, tuple(steps), tuple(after), overlay)
+    return RootfsPlan(rootfs, tuple(steps), tuple(after), overlay, host_view)
 
 
 # --- safe path resolution ----------------------------------------------------------------------
@@ -497,18 +520,29 @@ class StageError(Exception):
         return getattr(self.cause, "errno", None)
 
 
-def prepare_root(sc: Syscalls, rootfs: str, overlay: Overlay | None = None) -> None:
+def prepare_root(sc: Syscalls, rootfs: str, overlay: Overlay | None = None, host_view: bool = False) -> None:
     try:
         sc.mount(None, "/", None, S.MS_SLAVE | S.MS_REC, None)
     except OSError as e:
         raise StageError("make / rslave", e) from e
     if overlay is not None:
         try:
-            for d in (os.path.dirname(overlay.upper), overlay.upper, overlay.work, overlay.merged):
+            dirs = [overlay.merged] if overlay.upper is None else [
+                os.path.dirname(overlay.upper), overlay.upper, overlay.work, overlay.merged]
+            for d in dirs:
                 sc.mkdir(d, 0o755)
-            sc.mount("overlay", overlay.merged, "overlay", ROOT_FLAGS, overlay.data)
+            flags = ROOT_FLAGS | (S.MS_RDONLY if overlay.upper is None else 0)
+            sc.mount("overlay", overlay.merged, "overlay", flags, overlay.data)
         except OSError as e:
             raise StageError(f"overlay {overlay.lower}", e) from e
+    if host_view:
+        try:
+            sc.mkdir(rootfs, 0o755)
+            sc.mount("/", rootfs, None, S.MS_BIND | S.MS_REC, None)
+            # Every mount of the host's tree read-only, in one call: a bind remount would only do the top one.
+            sc.mount_setattr(rootfs, S.MOUNT_ATTR_RDONLY, recursive=True)
+        except OSError as e:
+            raise StageError("bind the host's root", e) from e
     try:
         sc.mount(rootfs, rootfs, None, S.MS_BIND | S.MS_REC, None)
         sc.mount(None, rootfs, None, S.MS_PRIVATE, None)
@@ -534,7 +568,7 @@ def pivot(sc: Syscalls, rootfs: str) -> None:
 def apply(plan: RootfsPlan, sc: Syscalls, *, exists: Callable[[str], bool] = os.path.lexists,
           isdir: Callable[[str], bool] = os.path.isdir) -> None:
     """Perform the plan: prepare, steps, pivot_root, post-pivot steps. Raises `StageError`."""
-    prepare_root(sc, plan.rootfs, plan.overlay)
+    prepare_root(sc, plan.rootfs, plan.overlay, plan.host_view)
     before = _Applier(sc, plan.rootfs, exists=exists, isdir=isdir)
     for step in plan.before_pivot:
         try:

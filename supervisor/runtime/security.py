@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import attrs
+from .record import record
 
 from .. import syscalls as S
 from ..syscalls import Syscalls
@@ -167,7 +167,7 @@ def kernel_version(release: str | None = None) -> tuple[int, int]:
     return (nums + [0, 0])[0], (nums + [0, 0])[1]
 
 
-@attrs.frozen
+@record
 class SeccompArg:
     index: int
     op: str  # SCMP_CMP_EQ, ...
@@ -175,7 +175,7 @@ class SeccompArg:
     value_two: int = 0
 
 
-@attrs.frozen
+@record
 class SeccompRule:
     names: tuple[str, ...]
     action: str
@@ -183,7 +183,7 @@ class SeccompRule:
     args: tuple[SeccompArg, ...] = ()
 
 
-@attrs.frozen
+@record
 class SeccompPlan:
     default_action: str
     default_errno: int | None

@@ -5,7 +5,8 @@ file contents are computed. The launcher sends it to the zygote as JSON (`to_jso
 the zygote's child turns it into a rootfs plan and a security set-up. `from_service` builds one
 from the compose model (`supervisor.config.model.Service`).
 
-Imports: standard library and attrs only (the zygote imports this).
+Imports: standard library only (the zygote and a one-shot `pysup run` import this; the classes
+are `record.py`'s frozen records, not attrs: `.replace(**changes)`, `.to_dict()`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 from typing import Any, Literal
 
-import attrs
+from .record import field, fields, record
 
 MountType = Literal["bind", "tmpfs"]
 
@@ -52,7 +53,7 @@ def _check_abs(what: str, v: str) -> None:
         raise ValueError(f"{what} {v!r} is not an absolute path")
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class MountSpec:
     """A bind mount (host `source` → container `target`) or a tmpfs at `target`."""
 
@@ -64,60 +65,63 @@ class MountSpec:
     recursive: bool = True  # rbind, as Docker does
     tmpfs_size: int | None = None  # bytes
     tmpfs_mode: int | None = None
-    options: tuple[str, ...] = attrs.field(default=(), converter=_tuple)  # extra mount flags: noexec, nosuid, ...
+    options: tuple[str, ...] = field(default=(), converter=_tuple)  # extra mount flags: noexec, nosuid, ...
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class Rlimit:
     name: str  # "nofile", "nproc", ... (RLIMIT_ suffix, lower case)
     soft: int
     hard: int
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class ContainerSpec:
     """One container, resolved. Defaults are pysup's secure defaults (security-defaults.md)."""
 
-    id: str = attrs.field(validator=lambda _i, _a, v: _check_id(v))  # a path component of the state dir
-    rootfs: str = attrs.field(validator=lambda _i, _a, v: _check_abs("rootfs", v))
-    argv: tuple[str, ...] = attrs.field(converter=_tuple)
-    env: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
-    cwd: str = attrs.field(default="/", validator=lambda _i, _a, v: _check_abs("working directory", v))
+    id: str = field(validator=lambda _i, _a, v: _check_id(v))  # a path component of the state dir
+    rootfs: str = field(validator=lambda _i, _a, v: _check_abs("rootfs", v))
+    argv: tuple[str, ...] = field(converter=_tuple)
+    env: tuple[tuple[str, str], ...] = field(default=(), converter=_pairs)
+    cwd: str = field(default="/", validator=lambda _i, _a, v: _check_abs("working directory", v))
     user: str | None = None  # "uid", "uid:gid", "name", "name:group"; None: root
     hostname: str | None = None  # None: the id's first 12 characters
     domainname: str | None = None
     read_only: bool = False
     writable_layer: bool = True  # overlayfs over the rootfs, discarded with the container (not with read_only)
-    mounts: tuple[MountSpec, ...] = attrs.field(default=(), converter=_tuple)
+    # An image of several layers: `rootfs` is the top one, these are below it, top first (overlayfs
+    # lowerdir order). The root is then always an overlay (read-only one with read_only).
+    lower_layers: tuple[str, ...] = field(default=(), converter=_tuple)
+    mounts: tuple[MountSpec, ...] = field(default=(), converter=_tuple)
     # namespaces: each True means "share the host's" (compose pid: host, network_mode: host, ipc: host)
     host_pid: bool = False
     host_net: bool = False
     host_ipc: bool = False
     host_uts: bool = False
     # A user namespace when set: (container id, host id, count) ranges, like OCI's linux.uidMappings.
-    uid_map: tuple[tuple[int, int, int], ...] = attrs.field(default=(), converter=_triples)
-    gid_map: tuple[tuple[int, int, int], ...] = attrs.field(default=(), converter=_triples)  # () : as uid_map
-    capabilities: tuple[str, ...] = attrs.field(default=(), converter=_tuple)  # final set, "CAP_..." names
+    uid_map: tuple[tuple[int, int, int], ...] = field(default=(), converter=_triples)
+    # With a user namespace: show the rootfs and image layers through idmapped mounts, so files owned
+    # by host root are the container's root's (writable through the writable layer), not nobody's.
+    idmap: bool = False
+    gid_map: tuple[tuple[int, int, int], ...] = field(default=(), converter=_triples)  # () : as uid_map
+    capabilities: tuple[str, ...] = field(default=(), converter=_tuple)  # final set, "CAP_..." names
     privileged: bool = False  # also: no masked/read-only paths, as Docker's --privileged
     no_new_privs: bool = True
     seccomp: str | dict | None = "default"  # "default", None/"unconfined", or an OCI/moby profile dict
-    rlimits: tuple[Rlimit, ...] = attrs.field(default=(), converter=_tuple)
-    sysctls: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)  # namespaced ones only
+    rlimits: tuple[Rlimit, ...] = field(default=(), converter=_tuple)
+    sysctls: tuple[tuple[str, str], ...] = field(default=(), converter=_pairs)  # namespaced ones only
     init: bool = False  # a small PID 1 (tini) that reaps zombies and forwards signals, at /dev/init
     init_path: str = "/usr/bin/tini-static"  # the host's static init binary, bound read-only
     hosts: str | None = None  # content of /etc/hosts; None: generated from the hostname
     resolv_conf: str | None = None  # content of /etc/resolv.conf; None: the host's, loopback servers dropped
-    masked_paths: tuple[str, ...] | None = attrs.field(default=None, converter=_opt_tuple)  # None: the defaults
-    readonly_paths: tuple[str, ...] | None = attrs.field(default=None, converter=_opt_tuple)
-    cgroup_procs: tuple[str, ...] = attrs.field(default=(), converter=_tuple)  # cgroup.procs files to join before exec
+    masked_paths: tuple[str, ...] | None = field(default=None, converter=_opt_tuple)  # None: the defaults
+    readonly_paths: tuple[str, ...] | None = field(default=None, converter=_opt_tuple)
+    cgroup_procs: tuple[str, ...] = field(default=(), converter=_tuple)  # cgroup.procs files to join before exec
     state_dir: str | None = None  # host directory for generated files (/etc/hostname, hosts, resolv.conf)
 
     @property
     def effective_hostname(self) -> str:
         return self.hostname or self.id[:12]
-
-    def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self, recurse=True)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
@@ -125,7 +129,7 @@ class ContainerSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ContainerSpec:
         """The inverse of `to_dict`. Unknown keys are ignored (a newer launcher may send more)."""
-        names = {f.name for f in attrs.fields(cls)}
+        names = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
         d["mounts"] = tuple(MountSpec(**m) for m in d.get("mounts", ()))
         d["rlimits"] = tuple(Rlimit(**r) for r in d.get("rlimits", ()))
@@ -136,33 +140,30 @@ class ContainerSpec:
         return cls.from_dict(json.loads(s))
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class ExecSpec:
     """A process to start inside a running container (`pysup exec`, health-check probes): it joins
     the container's namespaces and cgroups and gets the same hardening as a container's PID 1."""
 
-    id: str = attrs.field(validator=lambda _i, _a, v: _check_id(v))
+    id: str = field(validator=lambda _i, _a, v: _check_id(v))
     container_pid: int  # host pid of the container's PID 1 (the launcher also sends its pidfd)
-    argv: tuple[str, ...] = attrs.field(converter=_tuple)
-    env: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
-    cwd: str = attrs.field(default="/", validator=lambda _i, _a, v: _check_abs("working directory", v))
+    argv: tuple[str, ...] = field(converter=_tuple)
+    env: tuple[tuple[str, str], ...] = field(default=(), converter=_pairs)
+    cwd: str = field(default="/", validator=lambda _i, _a, v: _check_abs("working directory", v))
     user: str | None = None
     hostname: str | None = None  # for $HOSTNAME; None: the container id's 12 first characters
-    capabilities: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    capabilities: tuple[str, ...] = field(default=(), converter=_tuple)
     no_new_privs: bool = True
     seccomp: str | dict | None = "default"
-    cgroup_procs: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    cgroup_procs: tuple[str, ...] = field(default=(), converter=_tuple)
 
     @property
     def effective_hostname(self) -> str:
         return self.hostname or self.id[:12]
 
-    def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self, recurse=True)
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExecSpec:
-        names = {f.name for f in attrs.fields(cls)}
+        names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
     @classmethod
@@ -228,25 +229,71 @@ def parse_security_opt(opts: tuple[str, ...], base_dir: str | None = None) -> tu
     return nnp, seccomp
 
 
+class UnknownImage(UnsupportedOption):
+    """A service's (or `pysup run`'s) image is not in the local store."""
+
+
+HOST_IMAGE = "host"  # `image: host`: a read-only view of the host's own filesystem
+
+
+def host_view_mounts(taken: Any = ()) -> tuple[MountSpec, ...]:
+    """`image: host`: private, writable /tmp and /var/tmp (sticky, like the host's) and /run, each
+    unless the service mounts something there itself."""
+    taken = {os.path.normpath(t) for t in taken}
+    return tuple(MountSpec(type="tmpfs", target=t, tmpfs_mode=m, options=("nosuid", "nodev"))
+                 for t, m in (("/tmp", 0o1777), ("/var/tmp", 0o1777), ("/run", 0o755)) if t not in taken)
+
+
+def resolve_root(*, service_name: str | None, rootfs: str | None, image: str | None,
+                 images: Any = None) -> tuple[str, tuple[str, ...], bool]:
+    """(rootfs, lower layers, host view). Precedence: `rootfs` (x-pysup.rootfs or --rootfs), then
+    `image` (`host`, or one of the local store: `images` has `.layers(ref)`, default the store in
+    paths.images_dir()). Raises UnknownImage / UnsupportedOption with one clear line."""
+    who = f"services.{service_name}: " if service_name else ""
+    if rootfs:
+        return os.path.abspath(rootfs), (), False
+    if not image:
+        raise UnsupportedOption(f"{who}no image and no x-pysup.rootfs" if service_name else "no image and no --rootfs")
+    if image == HOST_IMAGE:
+        return "/", (), True
+    from ..images.store import ImageNotFound, ImageStore, ImageStoreError
+
+    if images is None:
+        from .. import paths
+
+        images = ImageStore(paths.images_dir())
+    try:
+        layers = images.layers(image)
+    except ImageNotFound as e:
+        raise UnknownImage(f"{who}{e}") from None
+    except ImageStoreError as e:
+        raise UnsupportedOption(f"{who}image {image!r}: {e}") from None
+    return layers[0], tuple(layers[1:]), False
+
+
 def from_service(service: Any, *, id: str, rootfs: str | None = None, cgroup_procs: tuple[str, ...] = (),
                  volumes_dir: str | None = None, project_dir: str | None = None,
-                 userns_range: tuple[int, int] | None = None) -> ContainerSpec:
+                 userns_range: tuple[int, int] | None = None, images: Any = None,
+                 volume_names: Any = None, anonymous_dir: str | None = None) -> ContainerSpec:
     """A `ContainerSpec` for one replica of a compose service (`supervisor.config.model.Service`).
 
-    `rootfs` defaults to the service's `x-pysup.rootfs`; named volumes become binds of
-    `volumes_dir/<name>` (the caller creates the directory). A user namespace (`x-pysup.userns`,
-    `userns_mode`) maps the container's ids 0.. onto `userns_range` = (first host id, count), which
-    the caller allocates. Raises `UnsupportedOption` for what the runtime does not do yet (images,
-    devices, joined namespaces, a user namespace without a range)."""
+    The root filesystem: `rootfs`, else the service's `x-pysup.rootfs`, else its `image`: `host`
+    (the host's filesystem, read-only, with private /tmp, /var/tmp and /run) or an image of the
+    local store (`images`, an `ImageStore`; default: the one in paths.images_dir()).
+    Named volumes become binds of `volumes_dir/<name>`, the name being `volume_names[key]` (the
+    stack's `volumes.<key>.name`, e.g. `project_key`) or the key; the caller creates them
+    (`supervisor.runtime.volumes.ensure_named`). Anonymous volumes become binds of
+    `anonymous_dir/<n>` (the caller makes and removes it with the container). A user namespace
+    (`x-pysup.userns`, `userns_mode`) maps the container's ids 0.. onto `userns_range` = (first
+    host id, count), which the caller allocates (`supervisor.runtime.userns`). Raises
+    `UnsupportedOption` (`UnknownImage` for an image not in the store) with one clear line."""
     from .security import resolve_capabilities
 
     def unsupported(what: str) -> UnsupportedOption:
         return UnsupportedOption(f"services.{service.name}: {what} is not supported by the runtime yet")
 
-    root = rootfs or service.x.rootfs
-    if not root:
-        raise unsupported(f"image {service.image!r} (no image store; set x-pysup.rootfs)" if service.image
-                          else "a service without x-pysup.rootfs")
+    root, lower, host_view = resolve_root(service_name=service.name, rootfs=rootfs or service.x.rootfs,
+                                          image=service.image, images=images)
     argv = tuple(service.entrypoint or ()) + tuple(service.command or ())
     if not argv:
         raise UnsupportedOption(f"services.{service.name}: no command or entrypoint")
@@ -273,17 +320,30 @@ def from_service(service: Any, *, id: str, rootfs: str | None = None, cgroup_pro
         elif v.type == "bind":
             mounts.append(MountSpec(type="bind", source=v.source, target=v.target, read_only=v.read_only,
                                     propagation=v.bind_propagation or "rprivate"))
-        elif v.type == "volume" and v.source and volumes_dir:
-            mounts.append(MountSpec(type="bind", source=os.path.join(volumes_dir, v.source), target=v.target,
+        elif v.type == "volume" and v.source:
+            if not volumes_dir:
+                raise unsupported(f"volume {v.source}:{v.target} without a volumes directory")
+            name = (volume_names or {}).get(v.source, v.source)
+            mounts.append(MountSpec(type="bind", source=os.path.join(volumes_dir, name), target=v.target,
                                     read_only=v.read_only))
+        elif v.type == "volume":
+            if not anonymous_dir:
+                raise unsupported(f"anonymous volume {v.target} without a directory for it")
+            mounts.append(MountSpec(type="bind", source=os.path.join(anonymous_dir, str(len(mounts))),
+                                    target=v.target, read_only=v.read_only))
         else:
-            raise unsupported(f"volume {v.target} (anonymous or without a volumes directory)")
+            raise unsupported(f"volume {v.target} of type {v.type}")
+    if host_view:
+        mounts += host_view_mounts(v.target for v in service.volumes)
     nnp, seccomp = parse_security_opt(tuple(service.security_opt), project_dir)
+    if service.privileged and not any(o.replace("=", ":").startswith("seccomp:") for o in service.security_opt):
+        seccomp = None  # Docker: privileged runs unconfined
     hostname = service.hostname
     rlimits = tuple(Rlimit(name=u.name, soft=u.soft, hard=u.hard) for u in service.ulimits)
     return ContainerSpec(
         id=id, rootfs=root, argv=argv, env=tuple(service.environment.items()), cwd=service.working_dir or "/",
-        user=service.user, hostname=hostname, domainname=service.domainname, read_only=service.read_only,
+        user=service.user, hostname=hostname, domainname=service.domainname, read_only=service.read_only or host_view,
+        writable_layer=not host_view, lower_layers=lower, idmap=bool(uid_map) and not host_view,
         mounts=tuple(mounts), host_pid=service.pid == "host", host_net=mode == "host", host_ipc=service.ipc == "host",
         capabilities=resolve_capabilities(service.cap_add, service.cap_drop, service.privileged),
         uid_map=uid_map, privileged=service.privileged, no_new_privs=nnp, seccomp=seccomp, rlimits=rlimits, init=service.init,
@@ -329,11 +389,9 @@ def for_run(argv: tuple[str, ...] | list[str], *, rootfs: str, id: str | None = 
     """A `ContainerSpec` from `pysup run`'s options, with `docker run`'s syntax and meanings:
     `-e K=V` (or `-e K`: taken from our environment), `-v SRC:DST[:ro]`, `--tmpfs DST[:size=N,mode=M]`,
     `--ulimit name=soft[:hard]`, `--sysctl k=v`, `--network none|host`. Raises UnsupportedOption."""
-    import uuid
-
     from .security import CapabilityError, resolve_capabilities
 
-    cid = id or uuid.uuid4().hex
+    cid = id or os.urandom(16).hex()  # not uuid: its import costs ~3 ms of a one-shot start
     if not argv:
         raise UnsupportedOption("no command given")
     pairs = []
@@ -370,6 +428,8 @@ def for_run(argv: tuple[str, ...] | list[str], *, rootfs: str, id: str | None = 
     if network not in (None, "none", "host", "bridge", "default"):
         raise UnsupportedOption(f"network {network!r}: only none and host")
     nnp, seccomp = parse_security_opt(tuple(security_opt))
+    if privileged and not any(o.replace("=", ":").startswith("seccomp:") for o in security_opt):
+        seccomp = None  # Docker: --privileged runs unconfined
     try:
         caps = resolve_capabilities(cap_add, cap_drop, privileged)
     except CapabilityError as e:

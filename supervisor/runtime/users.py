@@ -8,14 +8,14 @@ given, so it runs after pivot_root on "/etc/passwd" and in tests on tmp files.
 
 from __future__ import annotations
 
-import attrs
+from .record import record
 
 
 class UserError(Exception):
     pass
 
 
-@attrs.frozen
+@record
 class ExecUser:
     uid: int
     gid: int

@@ -94,9 +94,11 @@ def namespace_flags(spec: ContainerSpec) -> int:
     return flags
 
 
-def rootfs_options(spec: ContainerSpec) -> R.RootfsOptions:
+def rootfs_options(spec: ContainerSpec, state_dir: str | None = None) -> R.RootfsOptions:
+    """The mount plan's options; `state_dir` stands in for the spec's when that is not set yet."""
     generated: list[tuple[str, str, str]] = []
-    etc_dir = os.path.join(spec.state_dir, "etc") if spec.state_dir else None
+    state_dir = spec.state_dir or state_dir
+    etc_dir = os.path.join(state_dir, "etc") if state_dir else None
     if etc_dir:
         hostname = spec.effective_hostname
         generated = [
@@ -108,11 +110,17 @@ def rootfs_options(spec: ContainerSpec) -> R.RootfsOptions:
         ]
     masked = () if spec.privileged else (spec.masked_paths if spec.masked_paths is not None else R.DEFAULT_MASKED_PATHS)
     ro = () if spec.privileged else (spec.readonly_paths if spec.readonly_paths is not None else R.DEFAULT_READONLY_PATHS)
-    return R.RootfsOptions(rootfs=spec.rootfs, read_only=spec.read_only, mounts=spec.mounts, masked_paths=masked,
+    rootfs, lower = spec.rootfs, spec.lower_layers
+    if idmapped(spec) and state_dir:  # the idmapped copies the parent attached (idmap_layers)
+        rootfs, *rest = (os.path.join(state_dir, "idmap", str(i)) for i in range(1 + len(lower)))
+        lower = tuple(rest)
+    return R.RootfsOptions(rootfs=rootfs, read_only=spec.read_only, mounts=spec.mounts, masked_paths=masked,
                            readonly_paths=ro, generated_files=tuple(generated), generated_dir=etc_dir,
                            sysctls=spec.sysctls, init_binary=spec.init_path if spec.init else None,
-                           layer_dir=os.path.join(spec.state_dir, "layer") if spec.state_dir and spec.writable_layer
-                           else None)
+                           layer_dir=os.path.join(state_dir, "layer") if state_dir and spec.writable_layer
+                           else None, lower_layers=lower,
+                           mount_dir=os.path.join(state_dir, "root") if state_dir else None,
+                           host_view=spec.rootfs == "/")
 
 
 def loopback_up() -> None:
@@ -254,6 +262,9 @@ def process_init(spec: Any, sync_w: int, bpf: bytes | None, warnings: list[str],
         stage = "capabilities"
         caps = held_capabilities(sc, spec.capabilities, warnings)
         security.apply_capabilities(sc, caps, uid=user.uid, gid=user.gid, groups=user.groups)
+        # Die with the supervisor (our parent, by CLONE_PARENT). Set after the credential change,
+        # which clears it; execve keeps it (but for set-id binaries).
+        S.prctl(S.PR_SET_PDEATHSIG, signal.SIGKILL)
         if spec.no_new_privs:
             stage = "no_new_privs"
             security.set_no_new_privs(sc)
@@ -367,8 +378,12 @@ def check_spec(spec: ContainerSpec) -> None:
                                 container=spec.id)
     if not spec.argv:
         raise RuntimeSetupError("no command", stage="request", errno=errno.EINVAL, container=spec.id)
+    for layer in spec.lower_layers:
+        if not os.path.isdir(layer):
+            raise RuntimeSetupError(f"image layer {layer}: not a directory", stage="rootfs", errno=errno.ENOENT,
+                                    container=spec.id)
     try:
-        R.plan_rootfs(rootfs_options(spec))
+        R.plan_rootfs(rootfs_options(spec, state_dir=f"/run/pysup/containers/{spec.id}"))
     except R.MountPlanError as e:
         raise RuntimeSetupError(f"mounts: {e}", stage="mounts", errno=errno.EINVAL, container=spec.id) from None
     if spec.init and not os.access(spec.init_path, os.X_OK):
@@ -546,6 +561,49 @@ def _host_id(maps: tuple[tuple[int, int, int], ...], inner: int) -> int | None:
     return None
 
 
+def idmapped(spec: ContainerSpec) -> bool:
+    return bool(spec.idmap and spec.uid_map and spec.rootfs != "/")
+
+
+def idmap_layers(pid: int, spec: ContainerSpec) -> None:
+    """The parent's part of `idmap`: each layer (rootfs, then lower_layers) cloned as a detached
+    mount (open_tree), idmapped through the child's user namespace, and attached at
+    <state_dir>/idmap/<n> inside the child's mount namespace (setns there and back: this process
+    is single-threaded). Only host root can make them; the child uses them as its layers."""
+    base = os.path.join(spec.state_dir, "idmap")
+    fds: list[int] = []
+    try:
+        os.mkdir(base, 0o711)
+        userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        fds.append(userns)
+        trees = []
+        for i, layer in enumerate((spec.rootfs, *spec.lower_layers)):
+            target = os.path.join(base, str(i))
+            os.mkdir(target, 0o755)
+            tree = S.open_tree(layer)
+            fds.append(tree)
+            S.idmap_tree(tree, userns)
+            trees.append((tree, target))
+        theirs = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        fds.append(theirs)
+        ours = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        fds.append(ours)
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fds.append(cwd)
+        S.setns(theirs, S.CLONE_NEWNS)
+        try:
+            for tree, target in trees:
+                S.move_mount(tree, target)
+        finally:
+            S.setns(ours, S.CLONE_NEWNS)
+            os.fchdir(cwd)
+    except OSError as e:
+        raise _fail_from("idmap layers", e) from None
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def setup_user_namespace(pid: int, spec: ContainerSpec) -> None:
     """The parent's half of a user namespace start: id maps, cgroups, state directory ownership."""
     for name, maps in (("uid_map", spec.uid_map), ("gid_map", spec.gid_map or spec.uid_map)):
@@ -564,6 +622,8 @@ def setup_user_namespace(pid: int, spec: ContainerSpec) -> None:
     uid, gid = _host_id(spec.uid_map, 0), _host_id(spec.gid_map or spec.uid_map, 0)
     if spec.state_dir and uid is not None and gid is not None:
         os.chown(spec.state_dir, uid, gid)  # the namespace's root makes its layer and /etc files there
+    if spec.state_dir and idmapped(spec):
+        idmap_layers(pid, spec)
 
 
 def handle_start(sock: socket.socket, msg: dict, fds: list[int], filters: dict, spare: Spare | None) -> Spare | None:

@@ -304,7 +304,7 @@ async def test_failed_mount_reports_stage_and_leaves_nothing(runtime, busybox_ro
     real_check = launcher.zygote.check_spec
     launcher.zygote.check_spec = lambda spec: None
     try:
-        e = await start_fails(runtime, attrs.evolve(spec, id=new_id()))
+        e = await start_fails(runtime, spec.replace(id=new_id()))
     finally:
         launcher.zygote.check_spec = real_check
     assert e.stage == "mount /data" and e.errno == errno.ENOENT
@@ -333,7 +333,7 @@ async def test_signal_and_cancel_kill_and_reap(runtime, busybox_rootfs):
             await h.aclose()
         assert h.status.exit_code == 128 + 9
         async with trio.open_nursery() as n:
-            h2 = await n.start(runtime.start, attrs.evolve(spec, id=new_id()))
+            h2 = await n.start(runtime.start, spec.replace(id=new_id()))
             n.cancel_scope.cancel()
         assert h2.status == ExitStatus(signal=signal.SIGKILL)
         await h2.aclose()

@@ -115,7 +115,7 @@ def test_from_service_init_and_sysctls():
 
 
 @pytest.mark.parametrize(("kw", "message"), [
-    (dict(image="alpine"), "image 'alpine'"),
+    (dict(image="pysup-test-absent"), r"services\.s: image pysup-test-absent:latest is not in the local store"),
     (dict(x=ServiceExtras(rootfs="/r"), devices=(Device(source="/dev/fuse", target="/dev/fuse"),)), "devices"),
     (dict(x=ServiceExtras(rootfs="/r"), sysctls={"kernel.panic": "1"}), "not a namespaced sysctl"),
     (dict(x=ServiceExtras(rootfs="/r"), sysctls={"net.ipv4.ip_forward": "1"}, network_mode="host"), "host's network"),
@@ -208,3 +208,42 @@ def test_for_run_refusals(kw, message):
 
     with pytest.raises(UnsupportedOption, match=message):
         for_run(["true"], rootfs="/r", **kw)
+
+
+def test_from_service_volumes_named_and_anonymous(tmp_path):
+    from supervisor.runtime import volumes
+
+    svc = Service(name="db", command=("true",), x=ServiceExtras(rootfs="/r"),
+                  volumes=(Mount(type="volume", source="data", target="/var/lib/db"),
+                           Mount(type="volume", target="/cache"),
+                           Mount(type="volume", source="logs", target="/logs", read_only=True)))
+    vroot = str(tmp_path / "volumes")
+    anon = volumes.anonymous_dir("pysup-test-db-1", vroot)
+    spec = from_service(svc, id="pysup-test-db-1", volumes_dir=vroot, volume_names={"data": "shop_data"},
+                        anonymous_dir=anon)
+    assert [(m.source, m.target, m.read_only) for m in spec.mounts] == [
+        (f"{vroot}/shop_data", "/var/lib/db", False), (f"{anon}/1", "/cache", False), (f"{vroot}/logs", "/logs", True)]
+    made = volumes.prepare(spec, volumes_root=vroot, anonymous=anon)
+    assert sorted(os.listdir(vroot)) == [".anonymous", "logs", "shop_data"] and os.listdir(anon) == ["1"]
+    assert f"{anon}/1" in made
+    with pytest.raises(volumes.VolumeError, match="exist already"):
+        volumes.prepare(spec, volumes_root=vroot, anonymous=anon)
+    assert os.listdir(anon) == ["1"], "another container's anonymous volumes were touched"
+    volumes.remove_anonymous(path=anon)
+    assert os.listdir(os.path.join(vroot, ".anonymous")) == [] and os.path.isdir(f"{vroot}/shop_data")
+    with pytest.raises(UnsupportedOption, match="anonymous volume /cache"):
+        from_service(svc, id="x", volumes_dir=vroot)
+    with pytest.raises(volumes.VolumeError):
+        volumes.named("../etc", vroot)
+    with pytest.raises(volumes.VolumeError, match="does not exist"):
+        volumes.named("external1", vroot, create=False)
+
+
+def test_run_volume_arguments():
+    from supervisor.runtime.run import RunError, split_volume_args
+
+    assert split_volume_args(("/h:/c:ro", "data:/d", "logs:/l:ro", "/anon")) == (
+        ["/h:/c:ro"], [("data", "/d", ""), ("logs", "/l", "ro")], ["/anon"])
+    for bad in ("data:/d:z", "da/ta:/d", "anon", "data:relative"):
+        with pytest.raises(RunError):
+            split_volume_args((bad,))

@@ -1,0 +1,97 @@
+"""Host id ranges for user namespaces: where they come from, no overlap, freed, reclaimed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from supervisor.runtime import userns as U
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {"PYSUP_STATE_DIR": str(tmp_path / "state")}
+
+
+def files(tmp_path, subuid: str, subgid: str) -> dict:
+    (tmp_path / "subuid").write_text(subuid)
+    (tmp_path / "subgid").write_text(subgid)
+    return {"subuid": str(tmp_path / "subuid"), "subgid": str(tmp_path / "subgid")}
+
+
+def test_ranges_from_subuid_and_subgid(tmp_path):
+    f = files(tmp_path, "alice:100000:65536\nroot:200000:131072\n0:900000:65536\n", "root:200000:65536\n0:900000:65536\n")
+    assert U.host_ranges(**f) == ([(200000, 65536), (900000, 65536)], f["subuid"])
+    f = files(tmp_path, "", "")
+    assert U.host_ranges(**f) == ([U.RESERVED], "reserved")
+    f = files(tmp_path, "root:100000:65536\n", "root:500000:65536\n")
+    with pytest.raises(U.UsernsError, match="no ids in common"):
+        U.host_ranges(**f)
+
+
+def test_allocations_never_overlap_and_are_freed(tmp_path, env):
+    f = files(tmp_path, "root:100000:196608\n", "root:100000:196608\n")
+    a = U.allocate("pysup-test-a", environ=env, **f)
+    b = U.allocate("pysup-test-b", environ=env, **f)
+    c = U.allocate("pysup-test-c", environ=env, **f)
+    assert sorted([a, b, c]) == [(100000, 65536), (165536, 65536), (231072, 65536)]
+    with pytest.raises(U.UsernsError, match="no free range"):
+        U.allocate("pysup-test-d", environ=env, **f)
+    with pytest.raises(U.UsernsError, match="already"):
+        U.allocate("pysup-test-a", environ=env, **f)
+    U.release("pysup-test-b", environ=env)
+    assert U.allocate("pysup-test-d", environ=env, **f) == b  # the freed slot, reused
+    U.release("pysup-test-nothing", environ=env)
+    record = json.loads(Path(env["PYSUP_STATE_DIR"], "userns", "allocations.json").read_text())
+    assert sorted(record) == ["pysup-test-a", "pysup-test-c", "pysup-test-d"]
+    assert record["pysup-test-a"]["pid"] == os.getpid()
+
+
+def test_a_dead_owners_range_is_reclaimed(tmp_path, env):
+    f = files(tmp_path, "root:100000:65536\n", "root:100000:65536\n")
+    p = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(p.stdout)
+    U.allocate("pysup-test-crashed", environ=env, owner_pid=dead, **f)
+    assert U.allocate("pysup-test-new", environ=env, **f) == (100000, 65536)
+    assert list(U.allocations(env)) == ["pysup-test-new"]
+
+
+def test_the_reserved_range_when_root_has_none(tmp_path, env):
+    f = files(tmp_path, "", "")
+    first, count = U.allocate("pysup-test-r", environ=env, **f)
+    assert (first, count) == (U.RESERVED[0], 65536) and first + count < 2**31
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/bin/busybox"), reason="needs root and busybox")
+def test_pysup_run_userns_auto(scratch, busybox_rootfs):
+    tmp_path = scratch  # 0755: a user namespace's root reaches its layer and volumes through here
+    state = tmp_path / "state"
+    state.mkdir()
+    e = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), "PYSUP_STATE_DIR": str(state),
+         "PYSUP_RUNTIME_DIR": str(tmp_path / "run")}
+    r = subprocess.run([sys.executable, "-m", "supervisor", "run", "--rm", "--userns", "auto", "--rootfs", busybox_rootfs,
+                        "-v", "pysup-test-uvol:/v", "-v", "/anon", "--", "/bin/sh", "-c",
+                        "cat /proc/self/uid_map; cat /proc/self/gid_map; id -u; touch /v/x /anon/y && echo wrote; "
+                        "cat /etc/passwd > /dev/null && echo readable; stat -c %u /bin/busybox; "
+                        "echo changed >> /etc/passwd && touch /tmp/t && echo image-writable"],
+                       capture_output=True, text=True, env=e, timeout=60, cwd=str(REPO))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    (first, _count), *_ = U.host_ranges()[0]
+    uid_map = lines[0].split()
+    assert uid_map == lines[1].split() and uid_map[0] == "0" and uid_map[2] == "65536"
+    assert int(uid_map[1]) >= first
+    # idmapped layers: host root's files are the container root's, written through the writable layer
+    assert lines[2:] == ["0", "wrote", "readable", "0", "image-writable"]
+    with open(os.path.join(busybox_rootfs, "etc/passwd")) as f:
+        assert "changed" not in f.read(), "the rootfs itself was written"
+    assert os.stat(state / "volumes" / "pysup-test-uvol" / "x").st_uid == int(lines[0].split()[1])
+    assert U.allocations({"PYSUP_STATE_DIR": str(state)}) == {}

@@ -8,7 +8,7 @@ SYSPY  ?= $(shell command -v /usr/bin/python3 || command -v python3)
 .PHONY: up test setup system clean
 
 up: setup
-	$(VENV)/bin/pysup config -f examples/compose/demo.yaml
+	$(VENV)/bin/pysup up -f examples/compose/demo.yaml
 
 # The cgroup v2 tests run in a VM when this host is not v2 (scripts/test-cgroup2-vm.sh says SKIP
 # with the reason where no VM can start); then the whole suite on the host.

@@ -1,0 +1,171 @@
+"""`pysup up`: the root nursery. Lock the project, clean a crashed run's leftovers, start the
+runtime (zygote) and the cgroup event watcher, run the stack supervisor, turn signals into a
+graceful stop (the first SIGINT/SIGTERM) or an immediate one (the second).
+
+    code = trio.run(app.run, stack, UpOptions(...))
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+from . import paths
+from .config.model import Stack
+from .errors import PysupError
+from .supervise.backend import ManagerCgroups
+from .supervise.logs import Console
+from .supervise.project import ProjectFiles
+from .supervise.replica import Replica
+from .supervise.supervisor import StackSupervisor
+
+log = structlog.get_logger()
+
+
+@attrs.frozen
+class UpOptions:
+    abort_on_container_exit: bool = False
+    exit_code_from: str | None = None
+    log_prefix: bool = True
+    colour: bool | None = None  # None: on a TTY
+    environ: Any = None  # paths' environment (None: os.environ)
+
+
+def secret_mounts(stack: Stack, service: Any, secrets_dir: str, files: ProjectFiles | None = None) -> tuple:
+    """Read-only binds for the service's secrets (/run/secrets/NAME) and configs (their target).
+    A file-backed one binds the file; one given by content (environment, inline) is written to
+    `secrets_dir` (mode 0400, or its `mode`) first."""
+    from .runtime.spec import MountSpec
+
+    mounts = []
+    for refs, objects, kind in ((service.secrets, stack.secrets, "secret"), (service.configs, stack.configs, "config")):
+        for ref in refs:
+            obj = objects.get(ref.source)
+            if obj is None:
+                raise PysupError(f"services.{service.name}: {kind} {ref.source!r} is not defined")
+            source = obj.file
+            if source is None:
+                if obj.content is None:
+                    raise PysupError(f"services.{service.name}: {kind} {ref.source!r} has no file or content "
+                                     "(external ones are not supported)")
+                os.makedirs(secrets_dir, mode=0o700, exist_ok=True)
+                source = os.path.join(secrets_dir, f"{kind}-{ref.source}")
+                fd = os.open(source, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(obj.content)
+                os.chmod(source, ref.mode if ref.mode is not None else (0o400 if kind == "secret" else 0o444))
+                if files is not None:
+                    files.add("files", source)
+            mounts.append(MountSpec(type="bind", source=source, target=ref.target, read_only=True, recursive=False))
+    return tuple(mounts)
+
+
+def spec_builder(stack: Stack, cgroups: ManagerCgroups, files: ProjectFiles, environ: Any = None):
+    """The replica → ContainerSpec function the supervisor calls before every start."""
+    import attrs as _attrs
+
+    from .runtime.spec import from_service
+
+    volumes = paths.volumes_dir(environ)
+    cache: dict[str, tuple] = {}
+
+    def make(replica: Replica):
+        service = replica.service
+        for v in service.volumes:
+            if v.type == "volume" and v.source:
+                os.makedirs(os.path.join(volumes, v.source), exist_ok=True)
+        try:
+            spec = from_service(service, id=replica.container_id, cgroup_procs=cgroups.procs_files(replica.cgroup),
+                                volumes_dir=volumes, project_dir=stack.project_dir)
+        except ValueError as exc:  # UnsupportedOption
+            raise PysupError(str(exc)) from None
+        if service.name not in cache:
+            cache[service.name] = secret_mounts(stack, service, files.secrets_dir, files)
+        extra = cache[service.name]
+        if extra:
+            spec = _attrs.evolve(spec, mounts=spec.mounts + extra)
+        files.add("containers", replica.container_id)
+        files.add("cgroups", replica.cgroup)
+        return spec
+
+    return make
+
+
+async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
+    from .cgroups import open_manager
+    from .cgroups.events import open_cgroup_events
+    from .runtime.launcher import open_runtime
+
+    files = ProjectFiles(stack.name, options.environ)
+    files.lock()
+    try:
+        manager = open_manager()
+        support = manager.support()
+        if not support.ok:
+            for line in support.describe()[1:]:
+                log.warning("cgroups.limited", detail=line)
+        removed = await trio.to_thread.run_sync(files.clean_leftovers, manager)
+        for what in removed:
+            log.warning("up.leftover_removed", removed=what)
+        if removed:
+            print(f"pysup: removed leftovers of a previous run of {stack.name!r}: " + "; ".join(removed),
+                  file=sys.stderr, flush=True)
+        files.start_record()
+        colour = sys.stdout.isatty() if options.colour is None else options.colour
+        console = Console(prefix=options.log_prefix, colour=colour)
+        events_send, _events_recv = trio.open_memory_channel[Any](0)  # per-replica channels are used
+        try:
+            async with open_runtime(state_root=paths.containers_dir(options.environ)) as rt, \
+                    open_cgroup_events(manager, events_send) as watcher:
+                cgroups = ManagerCgroups(manager, watcher)
+                sup = StackSupervisor(stack, runtime=rt, cgroups=cgroups,
+                                      make_spec=spec_builder(stack, cgroups, files, options.environ),
+                                      console=console, log_dir=files.log_dir,
+                                      abort_on_container_exit=options.abort_on_container_exit,
+                                      exit_code_from=options.exit_code_from)
+                log.info("up.starting", project=stack.name, services=len(stack.services))
+                async with trio.open_nursery() as n:
+                    n.start_soon(_signals, sup)
+                    code = await sup.run()
+                    n.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                if await trio.to_thread.run_sync(_cleanup_project, manager, stack.name):
+                    files.finish_record()
+        log.info("up.stopped", project=stack.name, exit_code=code)
+        return code
+    finally:
+        files.unlock()
+
+
+def _cleanup_project(manager: Any, project: str) -> bool:
+    """Remove the project's cgroup (and the base if unused); False if something could not go
+    (the record then stays for the next `up`)."""
+    try:
+        if manager.exists(project):
+            manager.remove(project, timeout=10.0)
+        manager.prune()
+        return True
+    except PysupError as exc:
+        log.error("up.cgroup_not_removed", cgroup=project, error=str(exc))
+        return False
+
+
+async def _signals(sup: StackSupervisor) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        count = 0
+        async for sig in signals:
+            count += 1
+            if count == 1:
+                print("Gracefully stopping... (press Ctrl+C again to force)", file=sys.stderr, flush=True)
+                log.info("up.signal", signal=signal.Signals(sig).name, action="stop")
+                sup.request_stop()
+            else:
+                log.warning("up.signal", signal=signal.Signals(sig).name, action="kill")
+                sup.request_stop(kill=True)

@@ -8,6 +8,7 @@ graceful stop (the first SIGINT/SIGTERM) or an immediate one (the second).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 from typing import Any
@@ -66,6 +67,10 @@ def secret_mounts(stack: Stack, service: Any, secrets_dir: str, files: ProjectFi
     return tuple(mounts)
 
 
+def anonymous_volumes_dir(files: ProjectFiles) -> str:
+    return os.path.join(files.state_dir, "anonymous-volumes")
+
+
 def spec_builder(stack: Stack, cgroups: ManagerCgroups, files: ProjectFiles, environ: Any = None):
     """The replica → ContainerSpec function the supervisor calls before every start."""
     import attrs as _attrs
@@ -73,18 +78,27 @@ def spec_builder(stack: Stack, cgroups: ManagerCgroups, files: ProjectFiles, env
     from .runtime.spec import from_service
 
     volumes = paths.volumes_dir(environ)
+    # Named volumes are the stack's (`<project>_<key>` unless named) and outlive the run; anonymous
+    # ones belong to one container, survive its restarts, and go when the run ends.
+    volume_names = {key: vol.name for key, vol in stack.volumes.items()}
+    anonymous_root = anonymous_volumes_dir(files)
     cache: dict[str, tuple] = {}
 
     def make(replica: Replica):
         service = replica.service
         for v in service.volumes:
             if v.type == "volume" and v.source:
-                os.makedirs(os.path.join(volumes, v.source), exist_ok=True)
+                os.makedirs(os.path.join(volumes, volume_names.get(v.source, v.source)), exist_ok=True)
+        anonymous = os.path.join(anonymous_root, replica.container_id)
         try:
             spec = from_service(service, id=replica.container_id, cgroup_procs=cgroups.procs_files(replica.cgroup),
-                                volumes_dir=volumes, project_dir=stack.project_dir)
+                                volumes_dir=volumes, project_dir=stack.project_dir,
+                                volume_names=volume_names, anonymous_dir=anonymous)
         except ValueError as exc:  # UnsupportedOption
             raise PysupError(str(exc)) from None
+        for m in spec.mounts:
+            if m.source and m.source.startswith(anonymous + os.sep):
+                os.makedirs(m.source, exist_ok=True)
         if service.name not in cache:
             cache[service.name] = secret_mounts(stack, service, files.secrets_dir, files)
         extra = cache[service.name]
@@ -116,6 +130,8 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
         if removed:
             print(f"pysup: removed leftovers of a previous run of {stack.name!r}: " + "; ".join(removed),
                   file=sys.stderr, flush=True)
+        # Anonymous volumes of a run that ended without cleaning up (pysup was killed).
+        shutil.rmtree(anonymous_volumes_dir(files), ignore_errors=True)
         files.start_record()
         colour = sys.stdout.isatty() if options.colour is None else options.colour
         console = Console(prefix=options.log_prefix, colour=colour)
@@ -137,6 +153,7 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
         finally:
             with trio.CancelScope(shield=True):
                 if await trio.to_thread.run_sync(_cleanup_project, manager, stack.name):
+                    shutil.rmtree(anonymous_volumes_dir(files), ignore_errors=True)
                     files.finish_record()
         log.info("up.stopped", project=stack.name, exit_code=code)
         return code

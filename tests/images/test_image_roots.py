@@ -122,16 +122,10 @@ def test_host_view_is_bound_recursively_and_made_read_only_before_anything_else(
 
 
 @pytest.fixture(scope="module")
-def rootfs():
+def rootfs(shared_busybox_rootfs):
     if can_run() is not None:
         pytest.skip(str(can_run()))
-    d = tempfile.mkdtemp(prefix="pysup-test-rootfs-")
-    try:
-        subprocess.run(["bash", str(REPO / "scripts/make-busybox-rootfs.sh"), d], check=True)
-        os.chmod(d, 0o755)
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    return shared_busybox_rootfs
 
 
 @pytest.fixture

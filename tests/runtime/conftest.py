@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
 
 
@@ -52,18 +50,10 @@ def new_id() -> str:
 
 
 @pytest.fixture(scope="session")
-def busybox_rootfs():
-    """A busybox rootfs shared by the session (containers never write to it: tests that need a
-    writable root make their own)."""
+def busybox_rootfs(shared_busybox_rootfs):
     if SKIP_REASON is not None:
         pytest.skip(SKIP_REASON)
-    d = tempfile.mkdtemp(prefix="pysup-test-rootfs-")
-    try:
-        subprocess.run(["bash", str(REPO / "scripts/make-busybox-rootfs.sh"), d], check=True)
-        os.chmod(d, 0o755)
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    return shared_busybox_rootfs
 
 
 @pytest.fixture

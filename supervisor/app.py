@@ -7,6 +7,7 @@ graceful stop (the first SIGINT/SIGTERM) or an immediate one (the second).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -36,6 +37,10 @@ class UpOptions:
     log_prefix: bool = True
     colour: bool | None = None  # None: on a TTY
     environ: Any = None  # paths' environment (None: os.environ)
+    # Live reconcile (specs/reconcile.md): reloads the spec (a `config.load.Loaded`, or SpecError);
+    # None: the spec is not watched. `watch_files`: more files to watch than `Stack.sources`.
+    reload: Any = None
+    watch_files: tuple[str, ...] = ()
 
 
 def secret_mounts(stack: Stack, service: Any, secrets_dir: str, files: ProjectFiles | None = None) -> tuple:
@@ -71,8 +76,9 @@ def anonymous_volumes_dir(files: ProjectFiles) -> str:
     return os.path.join(files.state_dir, "anonymous-volumes")
 
 
-def spec_builder(stack: Stack, cgroups: ManagerCgroups, files: ProjectFiles, environ: Any = None):
-    """The replica → ContainerSpec function the supervisor calls before every start."""
+def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFiles, environ: Any = None):
+    """The replica → ContainerSpec function the supervisor calls before every start. `stack` may
+    be a function returning the current stack (it changes when the spec is edited)."""
     import attrs as _attrs
 
     from .runtime.spec import from_service
@@ -80,11 +86,13 @@ def spec_builder(stack: Stack, cgroups: ManagerCgroups, files: ProjectFiles, env
     volumes = paths.volumes_dir(environ)
     # Named volumes are the stack's (`<project>_<key>` unless named) and outlive the run; anonymous
     # ones belong to one container, survive its restarts, and go when the run ends.
-    volume_names = {key: vol.name for key, vol in stack.volumes.items()}
+    current = stack if callable(stack) else (lambda: stack)
     anonymous_root = anonymous_volumes_dir(files)
-    cache: dict[str, tuple] = {}
+    cache: dict[Any, tuple] = {}  # per Service object: an edited service gets its own
 
     def make(replica: Replica):
+        stack = current()
+        volume_names = {key: vol.name for key, vol in stack.volumes.items()}
         service = replica.service
         for v in service.volumes:
             if v.type == "volume" and v.source:
@@ -99,9 +107,9 @@ def spec_builder(stack: Stack, cgroups: ManagerCgroups, files: ProjectFiles, env
         for m in spec.mounts:
             if m.source and m.source.startswith(anonymous + os.sep):
                 os.makedirs(m.source, exist_ok=True)
-        if service.name not in cache:
-            cache[service.name] = secret_mounts(stack, service, files.secrets_dir, files)
-        extra = cache[service.name]
+        if service not in cache:
+            cache[service] = secret_mounts(stack, service, files.secrets_dir, files)
+        extra = cache[service]
         if extra:
             spec = _attrs.evolve(spec, mounts=spec.mounts + extra)
         files.add("containers", replica.container_id)
@@ -141,13 +149,18 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
                     open_cgroup_events(manager, events_send) as watcher:
                 cgroups = ManagerCgroups(manager, watcher)
                 sup = StackSupervisor(stack, runtime=rt, cgroups=cgroups,
-                                      make_spec=spec_builder(stack, cgroups, files, options.environ),
+                                      make_spec=spec_builder(lambda: sup.stack, cgroups, files, options.environ),
                                       console=console, log_dir=files.log_dir,
                                       abort_on_container_exit=options.abort_on_container_exit,
                                       exit_code_from=options.exit_code_from)
                 log.info("up.starting", project=stack.name, services=len(stack.services))
                 async with trio.open_nursery() as n:
                     n.start_soon(_signals, sup)
+                    if options.reload is not None:
+                        from .supervise.watch import watch_spec
+
+                        await n.start(functools.partial(watch_spec, sup, options.reload, stack.sources,
+                                                        extra=options.watch_files))
                     code = await sup.run()
                     n.cancel_scope.cancel()
         finally:

@@ -7,6 +7,8 @@ Subcommands import what they need when they run, so a short command stays fast t
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
 from collections.abc import Sequence
 
@@ -111,6 +113,34 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-log-prefix", action="store_true", help="print container output without `service-N | `")
     up.add_argument("--no-color", action="store_true", help="no colours in the output")
     up.set_defaults(handler=cmd_up)
+    export = sub.add_parser("export", help="write the stack as another engine's manifests",
+                            description="Write the stack as manifests for another engine (specs/kubernetes-export.md).")
+    esub = export.add_subparsers(dest="export_format", metavar="FORMAT", required=True)
+    kube = esub.add_parser("kubernetes", aliases=["k8s"], help="Kubernetes manifests and a kustomization.yaml",
+                           description="Write one Kubernetes manifest per object plus a kustomization.yaml "
+                                       "(apply with `kubectl apply -k DIR`), or one stream with -o -. The output is "
+                                       "deterministic; what Kubernetes cannot express is listed as warnings.")
+    _project_options(kube, top=False)
+    kube.add_argument("-o", "--output", metavar="DIR", default="-",
+                      help="directory to write (created; files a previous export wrote and no longer needed are "
+                           "removed), or '-' for one YAML stream on stdout (default)")
+    kube.add_argument("-n", "--namespace", metavar="NS", help="put every object in this namespace")
+    kube.add_argument("--kube-version", metavar="1.MINOR", default=None,
+                      help="the cluster's Kubernetes version: decides which fields are used (default: 1.33)")
+    kube.add_argument("--publish-as", choices=("LoadBalancer", "NodePort"), default="LoadBalancer",
+                      help="the Service type for published ports (default: LoadBalancer)")
+    kube.add_argument("--allow-hostpath", action="store_true",
+                      help="export bind mounts as hostPath volumes instead of refusing them")
+    kube.add_argument("--host-image", metavar="IMAGE", default=None,
+                      help="the image for services with `image: host` or x-pysup.rootfs (default: busybox:1.36)")
+    kube.add_argument("--wait-image", metavar="IMAGE", default=None,
+                      help="the image of the init containers that wait for healthy dependencies "
+                           "(needs sh, nc and nslookup; default: busybox:1.36)")
+    kube.add_argument("--volume-size", metavar="SIZE", default="1Gi",
+                      help="the storage each PersistentVolumeClaim requests (default: 1Gi)")
+    kube.add_argument("--no-network-policies", action="store_true",
+                      help="no NetworkPolicies (by default, only services sharing a network can talk)")
+    kube.set_defaults(handler=cmd_export_kubernetes)
     return parser
 
 
@@ -253,7 +283,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     fmt = _log_settings.get("format") or stack.x.log_format or "console"
     log.configure(fmt, _log_settings.get("level", "info"))
     options = app.UpOptions(abort_on_container_exit=args.abort_on_container_exit, exit_code_from=args.exit_code_from,
-                            log_prefix=not args.no_log_prefix, colour=False if args.no_color else None)
+                            log_prefix=not args.no_log_prefix, colour=False if args.no_color else None,
+                            reload=None if "-" in (args.files or ()) else functools.partial(_reload, args),
+                            watch_files=_env_files(args, stack))
     try:
         return trio.run(app.run, stack, options)
     except BaseExceptionGroup as group:  # nurseries wrap errors; a person wants the one message
@@ -264,10 +296,49 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise
 
 
+def _reload(args: argparse.Namespace):
+    """`pysup up`'s live reconcile: the spec loaded again with the same arguments (not with
+    `-f -`: stdin cannot be read twice)."""
+    from .config.load import load
+
+    return load(args.files or None, project_name=args.project_name, project_dir=args.project_directory,
+                env_files=args.env_files, profiles=args.profiles)
+
+
+def _env_files(args: argparse.Namespace, stack) -> tuple[str, ...]:
+    """The interpolation env files (`.env` or --env-file): watched too, though not in Stack.sources."""
+    if args.env_files:
+        return tuple(os.path.abspath(f) for f in args.env_files)
+    return (os.path.join(stack.project_dir, ".env"),)
+
+
 def _leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for e in exc.exceptions for leaf in _leaves(e)]
     return [exc]
+
+
+def cmd_export_kubernetes(args: argparse.Namespace) -> int:
+    from .export import kubernetes, writer
+
+    stack = _load(args)
+    defaults = kubernetes.Options()
+    options = kubernetes.Options(
+        namespace=args.namespace, kube_version=args.kube_version or defaults.kube_version,
+        publish=args.publish_as, allow_hostpath=args.allow_hostpath,
+        host_image=args.host_image or defaults.host_image, wait_image=args.wait_image or defaults.wait_image,
+        volume_size=args.volume_size, network_policies=not args.no_network_policies)
+    exported = kubernetes.export(stack, options)
+    _warn(exported.warnings)
+    if args.output == "-":
+        sys.stdout.write(writer.render_stream(exported.manifests))
+        return 0
+    files = writer.render_files(exported.manifests, namespace=args.namespace)
+    removed = writer.write_directory(args.output, files)
+    for name in removed:
+        print(f"removed {name}", file=sys.stderr)
+    print(f"wrote {len(files)} files to {args.output}", file=sys.stderr)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

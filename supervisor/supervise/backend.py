@@ -1,7 +1,7 @@
 """What `supervise/` needs from the kernel side, as small Protocols, and the real adapters.
 
 - `Runtime` (supervisor.runtime.Runtime): `start(spec)` and `exec(handle, spec)` tasks.
-- `Cgroups` below: async create/kill/remove of one replica's cgroup, its OOM-kill counter and its
+- `Cgroups` below: async create/update/kill/remove of one replica's cgroup, its OOM-kill counter and its
   event subscription. `ManagerCgroups` adapts a `cgroups.CgroupManager` (its blocking calls run
   in a worker thread) plus a `cgroups.events.CgroupEventWatcher`.
 
@@ -21,6 +21,10 @@ from ..config.model import Resources
 
 class Cgroups(Protocol):
     async def create(self, path: str, resources: Resources, *, service: str) -> None: ...
+
+    async def update(self, path: str, resources: Resources, *, service: str) -> None:
+        """Apply new limits to an existing (running) cgroup in place."""
+        ...
 
     def procs_files(self, path: str) -> tuple[str, ...]: ...
 
@@ -53,6 +57,15 @@ class ManagerCgroups:
     async def create(self, path: str, resources: Resources, *, service: str) -> None:
         skipped = await trio.to_thread.run_sync(
             functools.partial(self.manager.create, path, resources, service=service, exist_ok=True))
+        if skipped:
+            import structlog
+
+            for s in skipped:
+                structlog.get_logger().warning("cgroup.limit_skipped", cgroup=path, skipped=str(s))
+
+    async def update(self, path: str, resources: Resources, *, service: str) -> None:
+        skipped = await trio.to_thread.run_sync(
+            functools.partial(self.manager.update, path, resources, service=service))
         if skipped:
             import structlog
 

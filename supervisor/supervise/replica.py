@@ -30,6 +30,7 @@ from ..runtime.spec import ContainerSpec, ExecSpec
 from .backend import Cgroups
 from .health import HealthMonitor, HealthStatus, cap_output, run_probes
 from .logs import Console, ContainerLog, pump
+from .reconcile import hashes as hashes_of
 from .restart import ExitReason, RestartTracker, signal_name
 from .state import LIVE, ReplicaState as S, ReplicaStatus
 
@@ -55,17 +56,23 @@ class Replica:
                  make_spec: Callable[[Replica], ContainerSpec], backoff: Backoff | None = None,
                  console: Console | None = None, log_dir: str | None = None,
                  notify: Callable[[Replica], None] = lambda r: None,
-                 on_exit: Callable[[Replica, ExitReason], None] = lambda r, e: None):
+                 on_exit: Callable[[Replica, ExitReason], None] = lambda r, e: None, generation: int = 0):
         self.project = project
         self.service = service
         self.index = index
-        self.container_id = f"{project}-{service.name}-{index}"
-        self.cgroup = f"{project}/{service.name}.{index}"
+        # A replacement (a rolling update) is a new generation of the index: its own container id
+        # and cgroup, so that with start-first it runs beside the one it replaces.
+        self.generation = generation
+        suffix = f"-r{generation}" if generation else ""
+        self.container_id = f"{project}-{service.name}-{index}{suffix}"
+        self.cgroup = f"{project}/{service.name}.{index}{suffix.replace('-', '.')}"
+        self.config_hash, self.limits_hash = hashes_of(service)
         self.runtime = runtime
         self.cgroups = cgroups
         self.make_spec = make_spec
         self.console = console
-        self.kept = ContainerLog(os.path.join(log_dir, f"{self.container_id}.log")) if log_dir else None
+        # every generation of an index keeps one log (<project>-<service>-<n>.log)
+        self.kept = ContainerLog(os.path.join(log_dir, f"{project}-{service.name}-{index}.log")) if log_dir else None
         self.notify = notify
         self.on_exit = on_exit
         self.status = ReplicaStatus(service.name, index, self.container_id)
@@ -88,6 +95,13 @@ class Replica:
     @property
     def name(self) -> str:
         return f"{self.service.name}-{self.index}"
+
+    async def update_limits(self, service: Service) -> None:
+        """Apply `service`'s resource limits to the running cgroup in place (a reconcile found only
+        the limits changed); later restarts use `service` too."""
+        await self.cgroups.update(self.cgroup, service.resources, service=service.name)
+        self.service = service
+        self.config_hash, self.limits_hash = hashes_of(service)
 
     def _to(self, state: S, **changes: Any) -> None:
         self.status.to(state, **changes)

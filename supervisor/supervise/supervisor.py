@@ -15,6 +15,10 @@ A required dependency failing stops the stack with a `DependencyError` naming bo
 
 Stop: levels of `graph.stop_order`, each level's services (and each service's replicas) in
 parallel; `request_stop(kill=True)` (a second Ctrl-C) SIGKILLs whatever is still running.
+
+Live reconcile (specs/reconcile.md): `submit(stack)` hands over a newer spec; one task applies
+`reconcile.plan(newest, observed)` at a time, after the first start is done; a stack submitted
+while a reconcile runs is applied next (only the newest one). The actions: `rolling.py`.
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ from ..errors import PysupError
 from .backend import Cgroups
 from .health import HealthStatus
 from .logs import Console
+from .reconcile import ObservedReplica, ObservedService, ObservedStack, Plan, plan
 from .replica import Replica
 from .restart import ExitReason
 from .state import ReplicaState as S
+
+SCALE_CONCURRENCY = 16  # replicas starting at once when a reconcile adds replicas
 
 log = structlog.get_logger()
 
@@ -66,6 +73,14 @@ class StackSupervisor:
         self._kill = False
         self._stopping = False
         self._started_services: set[str] = set()
+        self._nursery: trio.Nursery | None = None  # where every replica's task runs
+        self.retiring: set[Replica] = set()  # replicas being stopped or started by a reconcile, not listed
+        self._first_start_done = trio.Event()
+        self._desired: Stack | None = None  # the newest stack submitted, not yet applied
+        self._submitted = trio.Event()
+        self.reconciling = False
+        self.reconciles = 0  # reconciles finished (tests and the bench wait on this)
+        self._old_deps: dict[str, list[str]] = {}
         if console is not None and not console.width:
             console.width = max((len(f"{n}-{s.replicas}") for n, s in stack.services.items()), default=0)
 
@@ -89,12 +104,45 @@ class StackSupervisor:
     def statuses(self) -> list[Any]:
         return [r.status for r in self.all_replicas()]
 
+    def observe(self) -> ObservedStack:
+        """The live replica table, for `reconcile.plan`."""
+        out = {}
+        for name, reps in self.replicas.items():
+            svc = self.stack.services.get(name)
+            deps = [d.service for d in svc.depends_on] if svc is not None else []
+            if svc is None:  # removed from the spec while a reconcile was stopping it
+                deps = self._old_deps.get(name, [])
+            out[name] = ObservedService(name, [ObservedReplica(r.index, r.config_hash, r.limits_hash,
+                                                               ended=r.done.is_set() or r.status.gave_up is not None)
+                                               for r in reps], deps)
+        return ObservedStack(out)
+
+    def replica(self, service: str, index: int) -> Replica | None:
+        return next((r for r in self.replicas.get(service, ()) if r.index == index), None)
+
+    def _put(self, r: Replica) -> None:
+        """List `r` as its index's replica (replacing the one listed, which must be retiring)."""
+        reps = [x for x in self.replicas.get(r.service.name, ()) if x.index != r.index] + [r]
+        reps.sort(key=lambda x: x.index)
+        self.replicas[r.service.name] = reps
+        self.retiring.discard(r)
+        self._notify()
+
+    def _unlist(self, r: Replica) -> None:
+        """No longer `r`'s index's replica; kept in `retiring` until it has stopped."""
+        reps = self.replicas.get(r.service.name)
+        if reps is not None and r in reps:
+            reps.remove(r)
+        if not r.done.is_set():
+            self.retiring.add(r)
+        self._notify()
+
     # --- control -----------------------------------------------------------------------------
 
     def request_stop(self, *, kill: bool = False) -> None:
         if kill:
             self._kill = True
-            for r in self.all_replicas():
+            for r in [*self.all_replicas(), *self.retiring]:
                 r.request_stop(kill=True)
         self._stop.set()
 
@@ -114,14 +162,21 @@ class StackSupervisor:
                 for name, s in self.stack.services.items()}
         order = graph.start_order(deps)
         async with trio.open_nursery() as replicas_nursery:
+            self._nursery = replicas_nursery
             async with trio.open_nursery() as starters:
-                for level in order:
-                    for name in level:
-                        starters.start_soon(self._start_service, name, replicas_nursery)
+                async def first_start() -> None:
+                    async with trio.open_nursery() as n:
+                        for level in order:
+                            for name in level:
+                                n.start_soon(self._start_service, name, replicas_nursery)
+                    self._first_start_done.set()
+
+                starters.start_soon(first_start)
                 starters.start_soon(self._watch_ended)
+                starters.start_soon(self._reconcile_loop)
                 await self._stop.wait()
                 starters.cancel_scope.cancel()
-            await self._stop_all(deps)
+            await self._stop_all()
         if self.error is not None:
             raise self.error
         if self.exit_code_from is not None:
@@ -131,11 +186,10 @@ class StackSupervisor:
 
     async def _watch_ended(self) -> None:
         """Every replica ended for good (no restart coming): the stack is done, like compose."""
-        names = set(self.stack.services)
-
         def finished() -> bool:
             rs = self.all_replicas()
-            return (self._started_services == names and bool(rs)
+            return (self._started_services >= set(self.stack.services) and bool(rs) and not self.reconciling
+                    and self._desired is None and not self.retiring
                     and all(r.done.is_set() or (r.status.gave_up is not None) for r in rs))
 
         if not any(s.replicas for s in self.stack.services.values()):
@@ -144,7 +198,17 @@ class StackSupervisor:
         log.info("up.all_exited")
         self._stop.set()
 
-    async def _start_service(self, name: str, nursery: trio.Nursery) -> None:
+    def new_replica(self, service: Any, index: int, generation: int = 0) -> Replica:
+        r = Replica(project=self.stack.name, service=service, index=index, runtime=self.runtime,
+                    cgroups=self.cgroups, make_spec=self.make_spec, backoff=self.stack.backoff_for(service),
+                    console=self.console, log_dir=self.log_dir, notify=self._notify, on_exit=self._on_exit,
+                    generation=generation)
+        self.on_replica(r)
+        return r
+
+    async def _start_service(self, name: str, nursery: trio.Nursery, *, live: bool = False) -> None:
+        """Wait for the service's dependencies, then start all its replicas. `live` (an added
+        service in a reconcile): a failed dependency is logged, the stack keeps running."""
         service = self.stack.services[name]
         with structlog.contextvars.bound_contextvars(service=name):
             try:
@@ -153,35 +217,38 @@ class StackSupervisor:
                         await self._wait_dependency(name, dep)
             except DependencyError as exc:
                 log.error("up.dependency_failed", dependency=exc.dependency, condition=exc.condition, error=str(exc))
+                if live:
+                    self.replicas.setdefault(name, [])
+                    self._started_services.add(name)
+                    raise
                 if self.error is None:
                     self.error = exc
                     self.exit_code = 1
                 self._stop.set()
                 return
-            backoff = self.stack.backoff_for(service)
-            reps = [Replica(project=self.stack.name, service=service, index=i, runtime=self.runtime,
-                            cgroups=self.cgroups, make_spec=self.make_spec, backoff=backoff, console=self.console,
-                            log_dir=self.log_dir, notify=self._notify, on_exit=self._on_exit)
-                    for i in range(1, service.replicas + 1)]
+            reps = [self.new_replica(service, i) for i in range(1, service.replicas + 1)]
             self.replicas[name] = reps
-            for r in reps:
-                self.on_replica(r)
             log.info("service.starting", replicas=len(reps))
             async with trio.open_nursery() as n:
                 for r in reps:
-                    n.start_soon(self._start_replica, r, nursery)
+                    n.start_soon(self._start_replica, r, nursery, live)
             self._started_services.add(name)
             self._notify()
 
-    async def _start_replica(self, replica: Replica, nursery: trio.Nursery) -> None:
+    async def _start_replica(self, replica: Replica, nursery: trio.Nursery, live: bool = False) -> bool:
         try:
             await nursery.start(replica.run)
+            return True
         except PysupError as exc:  # its cgroup could not be made: the stack stops, gracefully
             log.error("replica.create_failed", service=replica.service.name, replica=replica.index, error=str(exc))
+            if live:
+                self._unlist(replica)
+                return False
             if self.error is None:
                 self.error = exc
                 self.exit_code = 1
             self._stop.set()
+            return False
 
     async def _wait_dependency(self, name: str, dep: Dependency) -> None:
         target = dep.service
@@ -227,13 +294,65 @@ class StackSupervisor:
                 return f"{r.name} did not complete successfully ({r.exits[-1].describe()})"
         return True if all(r.exits and not r.exits[-1].failed for r in reps) else None
 
-    async def _stop_all(self, deps: dict[str, list[str]]) -> None:
+    async def _stop_all(self) -> None:
         log.info("up.stopping", kill=self._kill)
+        deps = {name: [d.service for d in s.depends_on if d.service in self.replicas]
+                for name, s in self.stack.services.items() if name in self.replicas}
+        deps.update({name: [] for name in self.replicas if name not in deps})
+        async with trio.open_nursery() as n:  # what a cancelled reconcile left between two states
+            for r in list(self.retiring):
+                n.start_soon(self._stop_replica, r)
         for level in graph.stop_order(deps):
             async with trio.open_nursery() as n:
                 for name in level:
                     for r in self.replicas.get(name, ()):
                         n.start_soon(self._stop_replica, r)
+
+    # --- live reconcile ------------------------------------------------------------------------
+
+    def submit(self, stack: Stack) -> None:
+        """A newer spec to converge to (applied after the running reconcile; only the newest)."""
+        self._desired = stack
+        self._submitted.set()
+        self._notify()  # a rolling update waiting out its delay stops there
+
+    async def _reconcile_loop(self) -> None:
+        await self._first_start_done.wait()
+        while True:
+            await self._submitted.wait()
+            self._submitted = trio.Event()
+            stack, self._desired = self._desired, None
+            if stack is not None:
+                await self.reconcile(stack)
+                self.reconciles += 1
+                self._notify()
+
+    async def reconcile(self, stack: Stack) -> Plan:
+        """Carry out `plan(stack, observed)`; logs the plan (one event per action) and the result."""
+        from .rolling import apply
+
+        p = plan(stack, self.observe())
+        if not p:
+            log.info("reconcile.nothing_to_do")
+            self.stack = stack
+            return p
+        self._old_deps = {name: [d.service for d in s.depends_on] for name, s in self.stack.services.items()}
+        old_stack, self.stack = self.stack, stack
+        log.info("reconcile.plan", actions=len(p.actions), **{k.replace("-", "_"): v for k, v in p.summary().items()})
+        for a in p.actions:
+            log.info("reconcile.action", **a.describe())
+        self.reconciling = True
+        t0 = trio.current_time()
+        try:
+            results = await apply(self, p, old_stack)
+        finally:
+            self.reconciling = False
+            self._notify()
+        failed = {k: v for k, v in results.items() if v != "ok" and not v.startswith("superseded")}
+        level = log.warning if failed else log.info
+        level("reconcile.done", ok=not failed, took=round(trio.current_time() - t0, 3),
+              results=[f"{k}: {v}" for k, v in results.items()])
+        return p
 
     async def _stop_replica(self, r: Replica) -> None:
         if r.entered:

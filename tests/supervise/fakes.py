@@ -19,6 +19,7 @@ from supervisor.runtime.spec import ContainerSpec
 class FakeHandle:
     id: str
     pid: int
+    argv: tuple = ()
     stdout: Any = None
     stderr: Any = None
     status: ExitStatus | None = None
@@ -86,7 +87,7 @@ class FakeRuntime:
             from supervisor.runtime.errors import RuntimeSetupError
 
             raise RuntimeSetupError("exec: no such file", stage="exec", errno=2, container=spec.id)
-        h = FakeHandle(spec.id, next(self.pids))
+        h = FakeHandle(spec.id, next(self.pids), argv=tuple(spec.argv))
         self.handles[spec.id] = h
         self.starts.append((spec.id, trio.current_time()))
         task_status.started(h)
@@ -125,18 +126,26 @@ class FakeCgroups:
         self.made: list[str] = []
         self.kills: list[tuple[str, int]] = []
         self.oom: dict[str, int] = {}
+        self.limits: dict[str, Any] = {}
+        self.updates: list[tuple[str, Any]] = []
 
     async def create(self, path: str, resources: Any, *, service: str) -> None:
         self.live.add(path)
         self.made.append(path)
+        self.limits[path] = resources
+
+    async def update(self, path: str, resources: Any, *, service: str) -> None:
+        assert path in self.live, path
+        self.updates.append((path, resources))
+        self.limits[path] = resources
 
     def procs_files(self, path: str) -> tuple[str, ...]:
         return ()
 
     def _handle(self, path: str) -> FakeHandle | None:
         project, rest = path.split("/")
-        svc, idx = rest.split(".")
-        return self.runtime.handles.get(f"{project}-{svc}-{idx}")
+        svc, idx, *gen = rest.split(".")
+        return self.runtime.handles.get(f"{project}-{svc}-{idx}" + "".join(f"-{g}" for g in gen))
 
     async def kill(self, path: str, sig: int = signal.SIGKILL) -> None:
         self.kills.append((path, sig))
@@ -159,4 +168,5 @@ class FakeCgroups:
 
 
 def make_spec(replica: Any) -> ContainerSpec:
-    return ContainerSpec(id=replica.container_id, rootfs="/", argv=("app",))
+    """argv is the service's command (a program can behave per command)."""
+    return ContainerSpec(id=replica.container_id, rootfs="/", argv=tuple(replica.service.command or ("app",)))

@@ -35,6 +35,7 @@ import gc
 import json
 import os
 import resource
+import select
 import signal
 import socket
 import struct
@@ -661,14 +662,37 @@ def handle_start(sock: socket.socket, msg: dict, fds: list[int], filters: dict, 
         except Failure as f:
             protocol.send(sock, protocol.FAILED, id=cid, pid=getattr(f, "pid", None), **f.to_dict())
             return spare
-    warnings, error, _ = _parse_lines(_read_all(sync_r))
+    os.set_blocking(sync_r, False)
+    PENDING[sync_r] = (cid, pid, [])
+    return spare
+
+
+# Starts whose child has not reported yet, by the read end of its sync pipe: (id, pid, bytes so
+# far). The zygote answers each when its pipe closes (exec, or failure), so several containers set
+# themselves up at once instead of one after another.
+PENDING: dict[int, tuple[str, int, list[bytes]]] = {}
+
+
+def finish_pending(sock: socket.socket, sync_r: int) -> bool:
+    """Read what the child of `sync_r` reported; once its pipe closed, answer STARTED or FAILED
+    and return True."""
+    cid, pid, chunks = PENDING[sync_r]
+    while True:
+        try:
+            b = os.read(sync_r, 65536)
+        except BlockingIOError:
+            return False
+        if not b:
+            break
+        chunks.append(b)
+    del PENDING[sync_r]
+    warnings, error, _ = _parse_lines(b"".join(chunks))
     os.close(sync_r)
-    # The child is the supervisor's (CLONE_PARENT): on failure it reaps the pid we give it.
     if error is not None:
         protocol.send(sock, protocol.FAILED, id=cid, pid=pid, **error)
     else:
         protocol.send(sock, protocol.STARTED, id=cid, pid=pid, warnings=warnings)
-    return spare
+    return True
 
 
 JOINABLE = (("user", S.CLONE_NEWUSER), ("cgroup", S.CLONE_NEWCGROUP), ("ipc", S.CLONE_NEWIPC),
@@ -781,8 +805,26 @@ def serve(sock: socket.socket, spares: bool = True) -> None:
     gc.freeze()  # children do not walk (and copy-on-write) the zygote's objects
     protocol.send(sock, protocol.HELLO, pid=os.getpid())
     spare: Spare | None = Spare.spawn(sock) if spares else None
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    registered: set = set()
     try:
         while True:
+            for fd in list(PENDING):
+                if fd not in registered:
+                    poller.register(fd, select.POLLIN)
+                    registered.add(fd)
+            ready = poller.poll()
+            sock_ready = False
+            for fd, _ev in ready:
+                if fd == sock.fileno():
+                    sock_ready = True
+                elif fd in PENDING:
+                    if finish_pending(sock, fd):
+                        poller.unregister(fd)
+                        registered.discard(fd)
+            if not sock_ready:
+                continue
             try:
                 got = protocol.recv(sock)
             except protocol.ProtocolError as e:
@@ -804,7 +846,7 @@ def serve(sock: socket.socket, spares: bool = True) -> None:
                 for fd in fds:
                     os.close(fd)
             if spare is None and spares:
-                spare = Spare.spawn(sock)  # after the reply: off the start path
+                spare = Spare.spawn(sock)  # while the last start's child sets itself up
     finally:
         if spare is not None:
             spare.discard()

@@ -321,15 +321,25 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 def cmd_export_kubernetes(args: argparse.Namespace) -> int:
     from .export import kubernetes, writer
 
-    stack = _load(args)
+    from .config.load import load
+
+    loaded = load(args.files or None, project_name=args.project_name, project_dir=args.project_directory,
+                  env_files=args.env_files, profiles=args.profiles)
+    _warn(loaded.warnings)
+    stack = loaded.stack
     defaults = kubernetes.Options()
     options = kubernetes.Options(
         namespace=args.namespace, kube_version=args.kube_version or defaults.kube_version,
         publish=args.publish_as, allow_hostpath=args.allow_hostpath,
         host_image=args.host_image or defaults.host_image, wait_image=args.wait_image or defaults.wait_image,
         volume_size=args.volume_size, network_policies=not args.no_network_policies)
-    exported = kubernetes.export(stack, options)
-    _warn(exported.warnings)
+    try:
+        exported = kubernetes.export(stack, options)
+    except SpecError as exc:  # point each refusal (and warning) at the line that asked for it
+        located = SpecError(loaded.locate(exc.problems))
+        located.warnings = loaded.locate(exc.warnings)
+        raise located from None
+    _warn(loaded.locate(exported.warnings))
     if args.output == "-":
         sys.stdout.write(writer.render_stream(exported.manifests))
         return 0

@@ -33,6 +33,15 @@ _NAME_BAD = re.compile(r"[^a-z0-9_-]")
 class Loaded:
     stack: Stack
     warnings: tuple[Problem, ...]
+    tree: Map | None = None  # the merged, located tree the stack was built from
+
+    def locate(self, problems: Sequence[Problem]) -> tuple[Problem, ...]:
+        """`problems` found later on the stack (by key path), given the file, line and column the
+        path has in the spec files, like the loader's own."""
+        if self.tree is None:
+            return tuple(problems)
+        return tuple(p if p.location or p.file else Problem(p.message, path=p.path, location=source.locate(self.tree, p.path))
+                     for p in problems)
 
 
 def find_default_files(cwd: str, warnings: list[Problem] | None = None) -> list[str]:
@@ -126,7 +135,7 @@ def _load(files, project_name, project_dir, env_files, profiles, environ, cwd, w
         tree, name=name, project_dir=project_dir, files=paths, environ=env,
         sources=loader.sources, active=active,
     )
-    return Loaded(stack=stack, warnings=tuple(warnings))
+    return Loaded(stack=stack, warnings=tuple(warnings), tree=tree)
 
 
 def project_environment(

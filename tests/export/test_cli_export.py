@@ -53,7 +53,8 @@ def test_bind_mount_refusal_is_one_located_line_and_status_1(tmp_path: Path):
     r = pysup("export", "kubernetes", "-f", "examples/compose/webapp.yaml", "-o", str(tmp_path / "out"))
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == (
-        f"services.api.volumes[1]: bind mount of {ROOT}/examples/compose/configs: a path on this host, not on "
+        f"examples/compose/webapp.yaml:62:9: services.api.volumes[1]: bind mount of {ROOT}/examples/compose/configs: "
+        "a path on this host, not on "
         "the cluster's nodes; use a named volume, or pass --allow-hostpath to export it as a hostPath volume")
     assert not (tmp_path / "out").exists()
     assert "Traceback" not in r.stderr

@@ -40,7 +40,8 @@ class Loaded:
         path has in the spec files, like the loader's own."""
         if self.tree is None:
             return tuple(problems)
-        return tuple(p if p.location or p.file else Problem(p.message, path=p.path, location=source.locate(self.tree, p.path))
+        return tuple(p if p.location or p.file or not p.path
+                     else Problem(p.message, path=p.path, location=source.locate(self.tree, p.path))
                      for p in problems)
 
 

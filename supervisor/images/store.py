@@ -17,7 +17,9 @@ times). `import_path` unpacks into `tmp/`, then, holding the lock, renames the t
 Removing an image removes the layers no other image uses (refused while a running container's
 mount uses one, unless forced).
 
-Registry pulls (issue 9) add images of several layers: `Image.layers` is already a list.
+Registry pulls (`registry.py`) and archive loads (`archive.py`) add images of several layers with
+`commit_layer` and `add_image`, keeping the manifest digest and the image config; `prune` removes
+the layers no image uses.
 
 Imports: the standard library only (`pysup run IMAGE` resolves through here and must start fast);
 tarfile and subprocess only when a tarball is imported.
@@ -47,6 +49,7 @@ except ImportError:  # pragma: no cover
 HOST_IMAGE = "host"  # `image: host`: the host's own filesystem, never in the store
 DEFAULT_TAG = "latest"
 INDEX_VERSION = 1
+NO_TAG = "<none>"  # an image pulled by digest only: its index key is NAME@sha256:<hex>
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
 
@@ -66,15 +69,22 @@ class Image(NamedTuple):
     layers: tuple[str, ...]  # layer digests ("sha256:<hex>"), top first
     size: int  # bytes of file content in the layers (hard links counted once)
     created: float  # epoch seconds of the import
-    source: str  # what was imported (absolute path)
+    source: str  # what was imported (absolute path) or pulled (canonical reference)
+    digest: str | None = None  # the manifest's digest, for pulled and loaded images
+    config: dict[str, Any] | None = None  # the image config's `config` object (Entrypoint, Cmd, Env, ...)
 
     @property
     def ref(self) -> str:
-        return f"{self.name}:{self.tag}"
+        return f"{self.name}@{self.digest}" if self.tag == NO_TAG else f"{self.name}:{self.tag}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "layers": list(self.layers), "size": self.size, "created": self.created,
-                "source": self.source}
+        d = {"id": self.id, "layers": list(self.layers), "size": self.size, "created": self.created,
+             "source": self.source}
+        if self.digest:
+            d["digest"] = self.digest
+        if self.config is not None:
+            d["config"] = self.config
+        return d
 
 
 # --- names -------------------------------------------------------------------------------------
@@ -88,29 +98,23 @@ def _valid_component(part: str) -> bool:
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
-    """`NAME[:TAG]` → (name, tag); the tag defaults to `latest`. Names are Docker's: lower-case
-    components separated by `/` (an optional `host[:port]/` first, for images pulled later)."""
-    text = ref.strip()
-    name, tag = text, DEFAULT_TAG
-    slash = text.rfind("/")
-    colon = text.rfind(":")
-    if colon > slash:
-        name, tag = text[:colon], text[colon + 1:]
-    if "@" in name:
+    """`NAME[:TAG]` → (familiar name, tag); the tag defaults to `latest`. Names are Docker's
+    (`supervisor.images.reference`): `docker.io/library/busybox` and `busybox` are one name."""
+    name, tag, digest = parse_any(ref)
+    if digest:
         raise ImageStoreError(f"image {ref!r}: digests (@sha256:...) are not supported here")
-    if not (tag and len(tag) <= 128 and (tag[0].isalnum() or tag[0] == "_")
-            and all(c.isascii() and (c.isalnum() or c in "_.-") for c in tag)):
-        raise ImageStoreError(f"image {ref!r}: invalid tag {tag!r} ([A-Za-z0-9_][A-Za-z0-9_.-]*, up to 128)")
-    parts = name.split("/")
-    first = parts[0]
-    if len(parts) > 1 and ("." in first or ":" in first or first == "localhost"):
-        host, _, port = first.partition(":")
-        if not host or (port and not port.isdigit()):
-            raise ImageStoreError(f"image {ref!r}: invalid registry {first!r}")
-        parts = parts[1:]
-    if not name or len(name) > 255 or not all(_valid_component(p) for p in parts):
-        raise ImageStoreError(f"image {ref!r}: invalid name (lower-case letters, digits, '.', '_', '-', '/')")
     return name, tag
+
+
+def parse_any(ref: str) -> tuple[str, str, str | None]:
+    """`NAME[:TAG][@DIGEST]` → (familiar name, tag or NO_TAG, digest or None)."""
+    from .reference import ReferenceError, parse
+
+    try:
+        r = parse(ref)
+    except ReferenceError as e:
+        raise ImageStoreError(str(e)) from None
+    return r.name, r.tag or NO_TAG, r.digest
 
 
 # --- the store ---------------------------------------------------------------------------------
@@ -141,21 +145,41 @@ class ImageStore:
 
     @staticmethod
     def _image(ref: str, d: dict[str, Any]) -> Image:
-        name, _, tag = ref.rpartition(":")
+        if "@" in ref:
+            name, tag = ref.partition("@")[0], NO_TAG
+        else:
+            name, _, tag = ref.rpartition(":")
         return Image(name, tag, d["id"], tuple(d["layers"]), int(d.get("size", 0)), float(d.get("created", 0)),
-                     d.get("source", ""))
+                     d.get("source", ""), d.get("digest"), d.get("config"))
 
     def list(self) -> list[Image]:
         images = self._read_index()["images"]
         return sorted((self._image(ref, d) for ref, d in images.items()), key=lambda i: (i.name, i.tag))
 
+    def find(self, ref: str) -> Image | None:
+        """The image `NAME[:TAG]`, `NAME@DIGEST` (any tag of NAME with that manifest digest) or
+        `NAME:TAG@DIGEST` (that tag, if its digest matches), or None."""
+        name, tag, digest = parse_any(ref)
+        images = self._read_index()["images"]
+        if digest is None:
+            d = images.get(f"{name}:{tag}")
+            return None if d is None else self._image(f"{name}:{tag}", d)
+        keys = [f"{name}:{tag}"] if tag != NO_TAG else [f"{name}@{digest}", *sorted(images)]
+        for key in keys:
+            d = images.get(key)
+            if d is not None and d.get("digest") == digest and (key.partition("@")[0].rpartition(":")[0] == name
+                                                               or key == f"{name}@{digest}"):
+                return self._image(key, d)
+        return None
+
     def get(self, ref: str) -> Image:
-        name, tag = parse_ref(ref)
-        d = self._read_index()["images"].get(f"{name}:{tag}")
-        if d is None:
-            raise ImageNotFound(f"image {name}:{tag} is not in the local store ({self.root}); "
-                                f"add it with `pysup image import {name}:{tag} PATH`")
-        return self._image(f"{name}:{tag}", d)
+        image = self.find(ref)
+        if image is None:
+            name, tag, digest = parse_any(ref)
+            shown = f"{name}@{digest}" if tag == NO_TAG else f"{name}:{tag}"
+            raise ImageNotFound(f"image {shown} is not in the local store ({self.root}); "
+                                f"pull it with `pysup pull {shown}` or add it with `pysup image import {shown} PATH`")
+        return image
 
     def layer_path(self, digest: str) -> str:
         algo, _, hexd = digest.partition(":")
@@ -256,16 +280,108 @@ class ImageStore:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    # -- images of several layers (registry pulls, `pysup image load`) --
+
+    def has_layer(self, digest: str) -> bool:
+        return os.path.isdir(self.layer_path(digest))
+
+    def layer_lock(self, digest: str) -> str:
+        """The path of the flock(2) file that serialises fetching and unpacking one layer."""
+        d = os.path.join(self.root, "locks")
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        return os.path.join(d, self.layer_path(digest).rpartition("/")[2])
+
+    def commit_layer(self, digest: str, blob: str, *, what: str) -> int:
+        """Unpack the layer tarball `blob` (its digest already verified) as the layer `digest`:
+        into `tmp/`, then renamed into `layers/` under the lock. OCI whiteouts become overlayfs
+        ones. Returns the unpacked size. Nothing is left in the store on failure."""
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        work = self._new_tmp()
+        try:
+            tree = os.path.join(work, "tree")
+            _, size = unpack_tarball(blob, tree, layer=True, digest=digest.partition(":")[2])
+            os.chmod(tree, 0o755)
+            os.sync()
+            with self._lock():
+                dest = self.layer_path(digest)
+                os.makedirs(self.layers_dir, mode=0o700, exist_ok=True)
+                os.chmod(self.layers_dir, 0o711)
+                if not os.path.isdir(dest):
+                    os.rename(tree, dest)
+                    _fsync_dir(self.layers_dir)
+                data = self._read_index()
+                data.setdefault("layer_sizes", {})[digest] = size
+                self._write_index(data)
+            return size
+        except ImageStoreError as e:
+            raise ImageStoreError(f"{what}: layer {digest[:19]}: {str(e).removeprefix(f'import {blob}: ')}") from None
+        except OSError as e:
+            raise ImageStoreError(f"{what}: layer {digest[:19]}: {e.strerror or e}") from None
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def add_image(self, name: str, tag: str, *, layers: list[str], config: dict[str, Any] | None,
+                  digest: str | None, source: str) -> Image:
+        """Record the image NAME:TAG (or NAME@DIGEST when `tag` is NO_TAG) made of `layers`
+        (digests, base first, all committed), replacing an image of that name."""
+        top_first = tuple(reversed(layers))
+        image_id = "sha256:" + _sha256(json.dumps(list(top_first)).encode()).hexdigest()
+        with self._lock():
+            data = self._read_index()
+            for layer in top_first:
+                if not os.path.isdir(self.layer_path(layer)):
+                    raise ImageStoreError(f"image {name}:{tag}: layer {layer} is missing")
+            sizes = data.get("layer_sizes", {})
+            size = sum(int(sizes.get(layer, 0)) for layer in set(top_first))
+            image = Image(name, tag, image_id, top_first, size, time.time(), source, digest, config)
+            data["images"][image.ref] = image.to_dict()
+            self._write_index(data)
+        return image
+
+    def prune(self, *, force: bool = False) -> tuple[list[str], int]:
+        """Garbage collection: remove the layers no image uses (and stale temporary files).
+        A layer a running container still mounts is kept unless `force`. Returns (the layers
+        removed, bytes freed)."""
+        removed: list[str] = []
+        freed = 0
+        self._sweep_tmp()
+        with self._lock():
+            data = self._read_index()
+            used = {layer for d in data["images"].values() for layer in d["layers"]}
+            sizes = data.get("layer_sizes", {})
+            try:
+                entries = sorted(os.listdir(self.layers_dir))
+            except FileNotFoundError:
+                entries = []
+            for hexd in entries:
+                digest = f"sha256:{hexd}"
+                if digest in used or len(hexd) != 64:
+                    continue
+                p = os.path.join(self.layers_dir, hexd)
+                if not force and mounted_by(p) is not None:
+                    continue
+                trash = os.path.join(self.tmp_dir, f"{os.getpid()}-gc-{secrets.token_hex(6)}")
+                os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
+                os.rename(p, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+                freed += int(sizes.pop(digest, 0))
+                removed.append(digest)
+                _unlink(os.path.join(self.root, "locks", hexd))
+            if removed:
+                self._write_index(data)
+        return removed, freed
+
     def remove(self, ref: str, *, force: bool = False) -> tuple[Image, list[str]]:
         """Remove the image `ref`; returns it and the layers deleted (those no other image uses).
         Refused when a running container's mounts use one of those layers, unless `force`."""
-        name, tag = parse_ref(ref)
+        name, tag, digest = parse_any(ref)
         with self._lock():
             data = self._read_index()
-            d = data["images"].get(f"{name}:{tag}")
-            if d is None:
-                raise ImageNotFound(f"image {name}:{tag} is not in the local store ({self.root})")
-            image = self._image(f"{name}:{tag}", d)
+            found = self.find(ref)
+            if found is None:
+                shown = f"{name}@{digest}" if tag == NO_TAG else f"{name}:{tag}"
+                raise ImageNotFound(f"image {shown} is not in the local store ({self.root})")
+            image = found
             still_used = {layer for r, other in data["images"].items() if r != image.ref for layer in other["layers"]}
             unused = [layer for layer in image.layers if layer not in still_used]
             if not force:
@@ -287,6 +403,10 @@ class ImageStore:
                     continue
                 shutil.rmtree(trash, ignore_errors=True)
                 removed.append(layer)
+            if removed and data.get("layer_sizes"):
+                for layer in removed:
+                    data["layer_sizes"].pop(layer, None)
+                self._write_index(data)
         return image, removed
 
 
@@ -435,16 +555,20 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def unpack_tarball(path: str, dest: str) -> tuple[str, int]:
+def unpack_tarball(path: str, dest: str, *, layer: bool = False, digest: str | None = None) -> tuple[str, int]:
     """Unpack a rootfs tarball into `dest` (which must not exist). Refuses a member whose name
     is absolute or climbs out with `..`, and a hard link to outside; skips device nodes; keeps
     symlinks (any target: they are resolved inside the container), hard links, modes and owners.
     Every parent directory is resolved inside `dest` (a symlink in the archive never leads a later
-    member outside). Returns (sha256 hex of the tarball, size of the unpacked files)."""
+    member outside). Returns (sha256 hex of the tarball, size of the unpacked files).
+
+    `layer`: an image layer (OCI / Docker): a whiteout `.wh.NAME` becomes an overlayfs whiteout
+    (a 0:0 character device), an opaque marker `.wh..wh..opq` the `trusted.overlay.opaque`
+    attribute of its directory. `digest`: the tarball's sha256 when known (not hashed again)."""
     import subprocess
     import tarfile
 
-    digest = file_digest(path)
+    digest = digest or file_digest(path)
     with open(path, "rb") as f:
         magic = f.read(4)
     proc = None
@@ -471,6 +595,9 @@ def unpack_tarball(path: str, dest: str) -> tuple[str, int]:
                 if member.ischr() or member.isblk():
                     continue
                 parent, base = posixpath.split(name)
+                if layer and base.startswith(".wh."):
+                    _whiteout(dest, parent, base)
+                    continue
                 target = os.path.join(_secure_dir(dest, parent), base)
                 rel = os.path.relpath(target, dest)
                 if member.islnk():
@@ -509,6 +636,23 @@ def unpack_tarball(path: str, dest: str) -> tuple[str, int]:
             if proc.wait() != 0 and err:
                 raise ImageStoreError(f"import {path}: zstd: {err.splitlines()[-1]}")
     return digest, size
+
+
+WHITEOUT_OPAQUE = ".wh..wh..opq"
+
+
+def _whiteout(dest: str, parent: str, base: str) -> None:
+    """An OCI whiteout in a layer, made the overlayfs way (the layer is a lowerdir)."""
+    pdir = _secure_dir(dest, parent)
+    os.makedirs(pdir, mode=0o755, exist_ok=True)
+    if base == WHITEOUT_OPAQUE:
+        os.setxattr(pdir, "trusted.overlay.opaque", b"y", follow_symlinks=False)
+        return
+    if base.startswith(".wh..wh."):
+        return  # other AUFS metadata (.wh..wh.plnk, ...): not content
+    target = os.path.join(pdir, base[len(".wh."):])
+    _remove_existing(target)
+    os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0))
 
 
 def _set_pax_xattrs(archive: str, member: Any, target: str) -> None:

@@ -1,0 +1,104 @@
+"""pysup's nftables table for a stack's networks: `ip pysup-<project>`, nothing else touched.
+
+    chain postrouting (nat, srcnat): ip saddr SUBNET oifname != BRIDGE masquerade   (non-internal networks)
+    chain forward (filter):          iifname BRIDGE oifname != BRIDGE drop           (internal networks)
+                                     iifname BRIDGE oifname != BRIDGE oifname "pysup*" drop  (the others:
+                                     no forwarding between pysup networks, of this stack or another)
+
+Written with `nft -j -f -` (JSON in, one transaction), removed with `delete table`. The host's
+`net.ipv4.ip_forward` is not changed: with it off, the NAT rules exist but nothing is forwarded
+(a warning says so).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from typing import Any, Iterable
+
+import structlog
+
+from ..errors import PysupError
+
+log = structlog.get_logger()
+
+FAMILY = "ip"
+
+
+class NatError(PysupError):
+    pass
+
+
+def table_name(project: str) -> str:
+    return f"pysup-{project}"
+
+
+def _meta(key: str, op: str, value: str) -> dict:
+    return {"match": {"op": op, "left": {"meta": {"key": key}}, "right": value}}
+
+
+def ruleset(project: str, networks: Iterable[tuple[str, Any, bool]]) -> dict:
+    """The JSON batch that creates the table. `networks`: (bridge, IPv4Network, internal)."""
+    t = table_name(project)
+    cmds: list[dict] = [
+        {"add": {"table": {"family": FAMILY, "name": t}}},
+        {"add": {"chain": {"family": FAMILY, "table": t, "name": "postrouting", "type": "nat",
+                           "hook": "postrouting", "prio": 100, "policy": "accept"}}},
+        {"add": {"chain": {"family": FAMILY, "table": t, "name": "forward", "type": "filter",
+                           "hook": "forward", "prio": 0, "policy": "accept"}}},
+    ]
+
+    def rule(chain: str, expr: list) -> dict:
+        return {"add": {"rule": {"family": FAMILY, "table": t, "chain": chain, "expr": expr}}}
+
+    for bridge, subnet, internal in networks:
+        if internal:
+            cmds.append(rule("forward", [_meta("iifname", "==", bridge), _meta("oifname", "!=", bridge),
+                                         {"drop": None}]))
+            continue
+        cmds.append(rule("postrouting", [
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                       "right": {"prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}}}},
+            _meta("oifname", "!=", bridge), {"masquerade": None}]))
+        cmds.append(rule("forward", [_meta("iifname", "==", bridge), _meta("oifname", "!=", bridge),
+                                     _meta("oifname", "==", "pysup*"), {"drop": None}]))
+    return {"nftables": cmds}
+
+
+def _nft(args: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    nft = shutil.which("nft") or "/usr/sbin/nft"
+    try:
+        p = subprocess.run([nft, *args], input=stdin, capture_output=True, text=True, timeout=10)
+    except FileNotFoundError:
+        raise NatError("nft not found: networks need nftables (apt-get install nftables)") from None
+    if check and p.returncode != 0:
+        raise NatError(f"nft {' '.join(args)}: {p.stderr.strip()}")
+    return p
+
+
+def table_exists(project: str) -> bool:
+    p = _nft(["-j", "list", "tables", FAMILY], check=False)
+    if p.returncode != 0:
+        return False
+    return any(x.get("table", {}).get("name") == table_name(project) for x in json.loads(p.stdout)["nftables"])
+
+
+def install(project: str, networks: Iterable[tuple[str, Any, bool]]) -> None:
+    remove(project)
+    _nft(["-j", "-f", "-"], json.dumps(ruleset(project, networks)))
+    try:
+        with open("/proc/sys/net/ipv4/ip_forward") as f:
+            if f.read().strip() != "1":
+                log.warning("net.forwarding_off", detail="net.ipv4.ip_forward is 0: containers get no route "
+                                                         "out (pysup does not change it)")
+    except OSError:
+        pass
+
+
+def remove(project: str) -> bool:
+    """Delete the project's table; False when there was none."""
+    if not table_exists(project):
+        return False
+    _nft(["delete", "table", FAMILY, table_name(project)])
+    return True

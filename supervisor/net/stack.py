@@ -1,0 +1,248 @@
+"""A stack's networking as `pysup up` uses it: `open_stack_network` (set up before the first
+container, removed after the last) and `StackNetwork.decorate` (a replica's ContainerSpec joins its
+prepared network namespace and gets a generated /etc/hosts).
+
+Networking is on when the stack declares a network of its own (anything but the implicit bare
+`default`); otherwise containers keep a private loopback-only namespace, as before (see
+specs/networking.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from typing import Any, AsyncIterator
+
+import structlog
+import trio
+
+from ..errors import PysupError
+
+log = structlog.get_logger()
+
+
+def wants_bridges(stack: Any) -> bool:
+    """True when the stack declares networks of its own (not just the implicit bare `default`)."""
+    for key, net in stack.networks.items():
+        if key != "default" or net.ipam or net.internal or net.driver or net.external or net.driver_opts:
+            return True
+    return False
+
+
+def _attaches(service: Any) -> bool:
+    return service.network_mode in (None, "bridge") and bool(service.networks)
+
+
+class StackNetwork:
+    def __init__(self, stack: Any, network: Any):
+        self.stack = stack
+        self.network = network
+        # where the per-replica "detach when done" tasks run: the caller's nursery around the
+        # supervisor (set before the first start; cancelling it detaches, shielded)
+        self.nursery: trio.Nursery | None = None
+        self._watched: set[str] = set()
+        self.replicas: dict[str, Any] = {}  # container id → Replica (its state decides DNS answers)
+        self.seen: dict[str, Any] = {}  # container id → Replica, every one started (network_mode: service:)
+        self.dns: dict[str, Any] = {}  # network key → DnsServer, for the networks whose server runs
+        self.proxies: list[Any] = []  # published ports (proxy.TcpProxy / UdpProxy)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the DNS servers and the per-replica clean-ups until cancelled (then every replica
+        network is removed, shielded). Start it before the first container."""
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            for server in self.dns.values():
+                await nursery.start(server.serve)
+            for proxy in self.proxies:
+                await nursery.start(proxy.serve)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def bind(self) -> None:
+        """The DNS servers' and published ports' sockets, before anything starts: a host port in
+        use is an error naming the service and key (PortInUse); DNS that cannot bind, a warning."""
+        from .dns import DnsServer
+        from .proxy import proxies_for
+
+        for key in (self.network.subnets if self.network is not None else ()):
+            server = DnsServer(str(self.network.alloc[key].gateway), functools.partial(self.lookup, key))
+            try:
+                await server.bind()
+            except OSError as e:
+                log.warning("net.dns_unavailable", network=key, address=server.address, error=str(e),
+                            detail="containers get the peers' names in /etc/hosts instead")
+                continue
+            self.dns[key] = server
+        if self.network is None:
+            return
+        try:
+            for name, svc in self.stack.services.items():
+                if _attaches(svc) and svc.ports:
+                    for proxy in proxies_for(svc, functools.partial(self.backends, name)):
+                        await proxy.bind()
+                        self.proxies.append(proxy)
+                        log.info("net.port_published", service=name, host=proxy.host, port=proxy.port,
+                                 target=proxy.target, protocol="udp" if hasattr(proxy, "sessions") else "tcp")
+        except BaseException:
+            self.close_sockets()
+            raise
+
+    def close_sockets(self) -> None:
+        for server in self.dns.values():
+            if server.sock is not None:
+                server.sock.close()
+        for proxy in self.proxies:
+            for listener in getattr(proxy, "listeners", ()):
+                listener.socket.close()
+            if getattr(proxy, "sock", None) is not None:
+                proxy.sock.close()
+
+    def backends(self, service: str, index: int | None = None) -> list[str]:
+        """Published ports: the eligible replicas' addresses (their first network), by index;
+        only replica `index`'s when given."""
+        eps = sorted((e for e in list(self.network.endpoints.values()) if e.service == service and e.members
+                      and index in (None, e.index)), key=lambda e: e.index)
+        return [str(e.members[0].address) for e in eps if self.eligible(e.container_id)]
+
+    def eligible(self, container_id: str) -> bool:
+        from ..supervise.state import ReplicaState as S
+
+        r = self.replicas.get(container_id)
+        return r is not None and r.status.state in (S.RUNNING, S.HEALTHY) and not r.stop_requested
+
+    def lookup(self, key: str, name: str) -> list[str] | None:
+        """DNS: the addresses of `name` in network `key`; [] for a name of the stack with nothing
+        eligible now, None for a name that is not the stack's (forwarded)."""
+        known, addrs = self.network.lookup(key, name, self.eligible)
+        if known:
+            return addrs
+        for svc in self.stack.services.values():
+            for att in svc.networks:
+                if att.network == key and name in {svc.name.lower(), *(a.lower() for a in att.aliases)}:
+                    return []
+        return None
+
+    def decorate(self, replica: Any, spec: Any) -> Any:
+        """The spec with the replica's network: its namespace (made on the first start, kept over
+        restarts, removed when the replica is done) and an /etc/hosts naming its peers."""
+        from ..runtime.spec import generated_hosts
+
+        service = replica.service
+        self.seen[replica.container_id] = replica
+        if replica.container_id not in self._watched and self.nursery is not None:  # once per container
+            self._watched.add(replica.container_id)
+            self.nursery.start_soon(self._detach_when_done, replica)
+        mode = service.network_mode or ""
+        if mode.startswith("service:"):
+            return spec.replace(netns=self._shared_netns(service, mode.partition(":")[2]))
+        if self.network is None or not _attaches(service):
+            return spec
+        ep = self.network.attach(replica.container_id, service, replica.index)
+        self.replicas[replica.container_id] = replica
+        hostname = spec.effective_hostname
+        first = ep.members[0] if ep.members else None
+        changes: dict[str, Any] = {"netns": ep.netns}
+        if first is not None and first.key in self.dns:
+            # names come from the DNS server; /etc/hosts: the container's own names and address
+            entries = tuple((n, str(first.address)) for n in dict.fromkeys(
+                (hostname, replica.container_id)))
+            if not (service.dns or service.dns_search or service.dns_opt):
+                changes["resolv_conf"] = f"nameserver {self.dns[first.key].address}\n"
+        else:
+            entries = tuple(self.network.hosts_entries(replica.container_id))
+        extra = tuple((h, ip) for h, ip in service.extra_hosts) + entries
+        changes["hosts"] = generated_hosts(hostname, extra)
+        return spec.replace(**changes)
+
+    def _shared_netns(self, service: Any, target: str) -> str:
+        """The namespace of `target`'s lowest-numbered replica: its prepared one (it outlives
+        restarts), else its running PID 1's."""
+        eps = sorted((e for e in (self.network.endpoints.values() if self.network is not None else ())
+                      if e.service == target), key=lambda e: e.index)
+        if eps:
+            return eps[0].netns
+        for r in sorted((r for r in list(self.seen.values()) if r.service.name == target), key=lambda r: r.index):
+            handle = r.handle
+            if handle is not None and not r.done.is_set():
+                return f"/proc/{handle.pid}/ns/net"
+        raise PysupError(f"services.{service.name}.network_mode: service {target!r} has no running container "
+                         "whose network to share (add depends_on on it)")
+
+    async def _detach_when_done(self, replica: Any) -> None:
+        try:
+            await replica.done.wait()
+        finally:
+            self._watched.discard(replica.container_id)
+            self.replicas.pop(replica.container_id, None)
+            self.seen.pop(replica.container_id, None)
+            with trio.CancelScope(shield=True):
+                try:
+                    if self.network is not None:
+                        await trio.to_thread.run_sync(self.network.detach, replica.container_id)
+                except Exception as e:  # noqa: BLE001
+                    log.error("net.detach_failed", container=replica.container_id, error=str(e))
+
+
+def _check(stack: Any) -> None:
+    for name, svc in stack.services.items():
+        mode = svc.network_mode or ""
+        if mode.startswith("service:") and mode.partition(":")[2] not in stack.services:
+            raise PysupError(f"services.{name}.network_mode: unknown service {mode.partition(':')[2]!r}")
+        if mode.startswith("container:"):
+            raise PysupError(f"services.{name}.network_mode: {mode!r} is not supported (use service:NAME)")
+        for att in svc.networks:
+            if att.network not in stack.networks:
+                raise PysupError(f"services.{name}.networks: unknown network {att.network!r}")
+
+
+@contextlib.asynccontextmanager
+async def open_stack_network(stack: Any, runtime_dir: str) -> AsyncIterator[StackNetwork | None]:
+    """Set up the stack's bridges (after removing a crashed run's leftovers); yields None when the
+    stack has no networking of its own. Everything made goes on exit."""
+    _check(stack)
+    if not wants_bridges(stack):
+        if any((s.network_mode or "").startswith("service:") for s in stack.services.values()):
+            yield StackNetwork(stack, None)
+        else:
+            yield None
+        return
+    from .bridge import BridgeNetworks
+    from .ipam import DEFAULT_POOL
+
+    net = BridgeNetworks(stack.name, {k: n for k, n in stack.networks.items()
+                                      if any(a.network == k for s in stack.services.values() if _attaches(s)
+                                             for a in s.networks)}, runtime_dir,
+                         pool=getattr(stack.x, "subnet_pool", None) or DEFAULT_POOL)
+    removed = await trio.to_thread.run_sync(net.cleanup_leftovers)
+    for what in removed:
+        log.warning("up.leftover_removed", removed=what)
+    if removed:
+        print(f"pysup: removed network leftovers of a previous run of {stack.name!r}: " + "; ".join(removed),
+              file=sys.stderr, flush=True)
+    try:
+        await trio.to_thread.run_sync(_plan_and_setup, net)
+        sn = StackNetwork(stack, net)
+        await sn.bind()
+        try:
+            yield sn
+        finally:
+            sn.close_sockets()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(functools.partial(_close, net))
+
+
+def _plan_and_setup(net: Any) -> None:
+    from .bridge import HostLock
+
+    with HostLock():
+        net.plan()
+        net.setup()
+
+
+def _close(net: Any) -> None:
+    try:
+        net.close()
+    except Exception as e:  # noqa: BLE001
+        log.error("net.cleanup_failed", error=str(e))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages pysup needs. Idempotent: apt-get runs only when something is missing,
-# so repeated `make` calls cost nothing. Every system package the project uses is listed here.
+# Installs the Debian packages pysup needs; with --test also those only the test suite needs.
+# Idempotent: apt-get runs only when something is missing, so repeated `make` calls cost nothing.
+# Every system package the project uses is listed here.
 set -euo pipefail
 
 packages=(
@@ -9,7 +10,16 @@ packages=(
   libseccomp2      # libseccomp.so.2, loaded by pyseccomp to build and load the seccomp filter
   busybox-static   # a static busybox: scripts/make-busybox-rootfs.sh builds the test and demo rootfs from it
   tini             # /usr/bin/tini-static: the small PID 1 of `init: true`, bound read-only at /dev/init
+  zstd             # unpacks zstd-compressed image layers and rootfs tarballs (supervisor/images/store.py)
+  nftables         # nft: the NAT and isolation rules of stack networks, in pysup's own table ip pysup-<project>
 )
+if [[ ${1:-} == --test ]]; then
+  packages+=(
+    docker-registry  # tests/images: a real OCI registry on loopback, started and stopped by the fixtures
+    skopeo           # tests/images: pushes the OCI layouts the tests build to that registry
+    apache2-utils    # tests/images: htpasswd, for the registry's basic-auth test
+  )
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -41,6 +41,7 @@ class UpOptions:
     # None: the spec is not watched. `watch_files`: more files to watch than `Stack.sources`.
     reload: Any = None
     watch_files: tuple[str, ...] = ()
+    metrics: str | None = None  # ADDR:PORT of a Prometheus endpoint (supervisor/control/metrics.py)
 
 
 def secret_mounts(stack: Stack, service: Any, secrets_dir: str, files: ProjectFiles | None = None) -> tuple:
@@ -76,7 +77,8 @@ def anonymous_volumes_dir(files: ProjectFiles) -> str:
     return os.path.join(files.state_dir, "anonymous-volumes")
 
 
-def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFiles, environ: Any = None):
+def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFiles, environ: Any = None,
+                 network: Any = None):
     """The replica → ContainerSpec function the supervisor calls before every start. `stack` may
     be a function returning the current stack (it changes when the spec is edited)."""
     import attrs as _attrs
@@ -114,6 +116,8 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
             spec = _attrs.evolve(spec, mounts=spec.mounts + extra)
         files.add("containers", replica.container_id)
         files.add("cgroups", replica.cgroup)
+        if network is not None:  # supervisor.net.stack.StackNetwork: join the replica's prepared netns
+            spec = network.decorate(replica, spec)
         return spec
 
     return make
@@ -122,6 +126,7 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
 async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
     from .cgroups import open_manager
     from .cgroups.events import open_cgroup_events
+    from .net.stack import open_stack_network
     from .runtime.launcher import open_runtime
 
     files = ProjectFiles(stack.name, options.environ)
@@ -141,21 +146,36 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
         # Anonymous volumes of a run that ended without cleaning up (pysup was killed).
         shutil.rmtree(anonymous_volumes_dir(files), ignore_errors=True)
         files.start_record()
+        from .images.commands import ensure_images
+
+        await ensure_images(stack, options.environ)  # pull_policy: the missing images by default
         colour = sys.stdout.isatty() if options.colour is None else options.colour
         console = Console(prefix=options.log_prefix, colour=colour)
         events_send, _events_recv = trio.open_memory_channel[Any](0)  # per-replica channels are used
         try:
             async with open_runtime(state_root=paths.containers_dir(options.environ)) as rt, \
-                    open_cgroup_events(manager, events_send) as watcher:
+                    open_cgroup_events(manager, events_send) as watcher, \
+                    open_stack_network(stack, files.runtime_dir) as net:
                 cgroups = ManagerCgroups(manager, watcher)
                 sup = StackSupervisor(stack, runtime=rt, cgroups=cgroups,
-                                      make_spec=spec_builder(lambda: sup.stack, cgroups, files, options.environ),
+                                      make_spec=spec_builder(lambda: sup.stack, cgroups, files, options.environ,
+                                                             network=net),
                                       console=console, log_dir=files.log_dir,
                                       abort_on_container_exit=options.abort_on_container_exit,
                                       exit_code_from=options.exit_code_from)
                 log.info("up.starting", project=stack.name, services=len(stack.services))
                 async with trio.open_nursery() as n:
                     n.start_soon(_signals, sup)
+                    if net is not None:  # DNS servers; replicas' networks are removed as they end
+                        await n.start(net.run)
+                    from .control import protocol as control_protocol, server as control
+
+                    await n.start(control.serve, control.Controller(sup, project=stack.name),
+                                  control_protocol.socket_path(stack.name, options.environ))
+                    if options.metrics:
+                        from .control.metrics import serve_metrics
+
+                        await n.start(serve_metrics, sup, options.metrics)
                     if options.reload is not None:
                         from .supervise.watch import watch_spec
 

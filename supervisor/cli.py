@@ -101,6 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("refs", nargs="+", metavar="NAME[:TAG]")
     rm.add_argument("-f", "--force", action="store_true", help="even when a running container uses it")
     rm.set_defaults(handler=cmd_image_rm)
+    load = isub.add_parser("load", help="load images from a docker save tarball or an OCI layout",
+                           description="Load the images of FILE: a `docker save` tarball, or an OCI image layout "
+                                       "(a directory or a tar of one).")
+    load.add_argument("file", metavar="FILE")
+    load.add_argument("--name", metavar="NAME[:TAG]", help="the name for images the archive does not name fully")
+    load.set_defaults(handler=cmd_image_load)
+    prune = isub.add_parser("prune", help="remove the layers no image uses",
+                            description="Garbage-collect the layers no image uses (kept while a container mounts them).")
+    prune.add_argument("-f", "--force", action="store_true", help="even layers a running container mounts")
+    prune.set_defaults(handler=cmd_image_prune)
+    pull = sub.add_parser("pull", help="pull images from registries (the stack's, by pull_policy)",
+                          description="Pull IMAGEs, or without any the images of the stack's services whose "
+                                      "pull_policy says so (default: missing ones).")
+    _project_options(pull, top=False)
+    pull.add_argument("images", nargs="*", metavar="IMAGE")
+    pull.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    pull.set_defaults(handler=cmd_pull)
 
     up = sub.add_parser("up", help="run the stack in the foreground until stopped",
                         description="Start the services in dependency order and supervise them (health checks, "
@@ -112,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="exit with this service's container status (implies --abort-on-container-exit)")
     up.add_argument("--no-log-prefix", action="store_true", help="print container output without `service-N | `")
     up.add_argument("--no-color", action="store_true", help="no colours in the output")
+    up.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus metrics at http://ADDR:PORT/metrics")
     up.set_defaults(handler=cmd_up)
     export = sub.add_parser("export", help="write the stack as another engine's manifests",
                             description="Write the stack as manifests for another engine (specs/kubernetes-export.md).")
@@ -141,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     kube.add_argument("--no-network-policies", action="store_true",
                       help="no NetworkPolicies (by default, only services sharing a network can talk)")
     kube.set_defaults(handler=cmd_export_kubernetes)
+    from .control.cli import add_parsers as add_control_parsers  # ps, logs, exec, stats, events, stop, down, ...
+
+    add_control_parsers(sub, _project_options)
     return parser
 
 
@@ -198,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         image = rest.pop(0)
     if rest and rest[0] == "--":
         rest.pop(0)
-    if not rest:
+    if not rest and image is None:  # an image may have a command of its own
         raise RunError("no command given (pysup run ... -- CMD [ARG...])")
     if args.memory or args.cpus or args.pids_limit is not None:
         from . import log  # the cgroup driver logs; only then is structlog worth its import
@@ -272,6 +293,32 @@ def cmd_image_rm(args: argparse.Namespace) -> int:
     return failed
 
 
+def cmd_image_load(args: argparse.Namespace) -> int:
+    from .images.archive import load
+
+    for image in load(_image_store(), args.file, name=args.name):
+        print(f"loaded {image.ref} {image.id}")
+    return 0
+
+
+def cmd_image_prune(args: argparse.Namespace) -> int:
+    from .images.commands import prune
+
+    print(prune(_image_store(), force=args.force))
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from .images.commands import pull, stack_pulls
+
+    store = _image_store()
+    if args.images:
+        return pull(store, list(args.images), quiet=args.quiet)
+    stack = _load(args)
+    refs = [image for _service, image in stack_pulls(stack, store)]
+    return pull(store, refs, stack.x.registries, quiet=args.quiet) if refs else 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     stack = _load(args)
     import trio
@@ -285,7 +332,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     options = app.UpOptions(abort_on_container_exit=args.abort_on_container_exit, exit_code_from=args.exit_code_from,
                             log_prefix=not args.no_log_prefix, colour=False if args.no_color else None,
                             reload=None if "-" in (args.files or ()) else functools.partial(_reload, args),
-                            watch_files=_env_files(args, stack))
+                            watch_files=_env_files(args, stack), metrics=args.metrics or stack.x.metrics)
     try:
         return trio.run(app.run, stack, options)
     except BaseExceptionGroup as group:  # nurseries wrap errors; a person wants the one message

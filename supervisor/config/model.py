@@ -342,6 +342,7 @@ class StackExtras:
     registries: FrozenMap[str, Registry] = attrs.field(factory=FrozenMap, converter=_fmap)
     subnet_pool: str | None = None
     log_format: Literal["console", "json"] | None = None
+    metrics: str | None = None  # ADDR:PORT of `pysup up`'s Prometheus endpoint (--metrics wins)
 
 
 @attrs.frozen(kw_only=True)

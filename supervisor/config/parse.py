@@ -315,4 +315,6 @@ def _stack_extras(value: Any, path: KeyPath) -> StackExtras:
         fields["subnet_pool"] = _cidr(spec["subnet_pool"], (*path, "subnet_pool"))
     if spec.get("log_format") is not None:
         fields["log_format"] = one_of(spec["log_format"], (*path, "log_format"), ("console", "json"), "log_format")
+    if spec.get("metrics") is not None:
+        fields["metrics"] = str(spec["metrics"])
     return StackExtras(**fields)

@@ -410,6 +410,7 @@ def _stack_extras(x: StackExtras) -> dict[str, Any]:
     })
     _put(out, "subnet_pool", x.subnet_pool)
     _put(out, "log_format", x.log_format)
+    _put(out, "metrics", x.metrics)
     return out
 
 

@@ -114,6 +114,12 @@ def run_container(req: RunRequest, *, environ: Any = None, stdio: tuple[int, int
         rootfs, lower, host_view = resolve_root(service_name=None, rootfs=req.rootfs, image=req.image, images=images)
     except UnsupportedOption as e:
         raise RunError(str(e)) from None
+    if req.image and not req.rootfs and not host_view:  # a pulled image's Entrypoint, Cmd, Env, WorkingDir, User
+        from ..images.config import apply_to_run
+
+        apply_to_run(req, images)
+    if not req.argv:
+        raise RunError("no command given (pysup run ... -- CMD [ARG...]), and the image has none")
     binds, named, anonymous = split_volume_args(req.volumes)
     state_root = paths.containers_dir(environ)
     # Until the container runs (run_oneshot then forwards them), SIGTERM and SIGHUP end the run

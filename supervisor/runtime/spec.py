@@ -98,6 +98,9 @@ class ContainerSpec:
     host_net: bool = False
     host_ipc: bool = False
     host_uts: bool = False
+    # An existing network namespace to join (a path: a bind-mounted nsfs file, /proc/PID/ns/net)
+    # instead of a new one; pysup's networking prepares it (veths, addresses, routes) beforehand.
+    netns: str | None = None
     # A user namespace when set: (container id, host id, count) ranges, like OCI's linux.uidMappings.
     uid_map: tuple[tuple[int, int, int], ...] = field(default=(), converter=_triples)
     # With a user namespace: show the rootfs and image layers through idmapped mounts, so files owned
@@ -294,6 +297,10 @@ def from_service(service: Any, *, id: str, rootfs: str | None = None, cgroup_pro
 
     root, lower, host_view = resolve_root(service_name=service.name, rootfs=rootfs or service.x.rootfs,
                                           image=service.image, images=images)
+    if not (rootfs or service.x.rootfs or host_view):  # an image's config under the compose keys
+        from ..images.config import image_config, with_image_config
+
+        service = with_image_config(service, image_config(service.image, images))
     argv = tuple(service.entrypoint or ()) + tuple(service.command or ())
     if not argv:
         raise UnsupportedOption(f"services.{service.name}: no command or entrypoint")
@@ -306,8 +313,8 @@ def from_service(service: Any, *, id: str, rootfs: str | None = None, cgroup_pro
             raise unsupported("a user namespace without a host id range (userns_range)")
         uid_map = ((0, userns_range[0], userns_range[1]),)
     mode = service.network_mode
-    if mode not in (None, "host", "none", "bridge"):
-        raise unsupported(f"network_mode {mode!r}")
+    if mode not in (None, "host", "none", "bridge") and not mode.startswith("service:"):
+        raise unsupported(f"network_mode {mode!r}")  # service:NAME: the caller sets `netns` (supervisor.net)
     if service.pid not in (None, "host"):
         raise unsupported(f"pid {service.pid!r}")
     if service.ipc not in (None, "host", "private", "shareable"):

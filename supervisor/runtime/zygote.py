@@ -84,7 +84,7 @@ def namespace_flags(spec: ContainerSpec) -> int:
     flags = S.CLONE_NEWNS | S.CLONE_NEWCGROUP
     if not spec.host_pid:
         flags |= S.CLONE_NEWPID
-    if not spec.host_net:
+    if not spec.host_net and not spec.netns:
         flags |= S.CLONE_NEWNET
     if not spec.host_ipc:
         flags |= S.CLONE_NEWIPC
@@ -503,6 +503,35 @@ def _spare_main(ctrl: socket.socket, sync_w: int) -> None:
         os._exit(rc)
 
 
+def _clone_in_netns(path: str, flags: int) -> int:
+    """clone with the child in the network namespace at `path` (prepared by pysup's networking):
+    the zygote (single-threaded) joins it for the clone and returns to its own; so the child is in
+    it from the start, also when it gets a new user namespace (no setns rights from there)."""
+    try:
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        e.netns = True  # type: ignore[attr-defined]
+        raise
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            S.setns(target, S.CLONE_NEWNET)
+        except OSError as e:
+            e.netns = True  # type: ignore[attr-defined]
+            raise
+        try:
+            pid = S.clone_fork(flags)
+        except OSError:
+            S.setns(own, S.CLONE_NEWNET)
+            raise
+        if pid:  # the zygote goes back; the child stays
+            S.setns(own, S.CLONE_NEWNET)
+        return pid
+    finally:
+        os.close(target)
+        os.close(own)
+
+
 def clone_container(spec: ContainerSpec, stdio: list[int], bpf: bytes | None, flags: int, *,
                     close_in_child: list = ()) -> tuple[int, int]:
     """Clone the container's PID 1 with `flags` and let it run to execve; returns (pid, the read
@@ -512,12 +541,12 @@ def clone_container(spec: ContainerSpec, stdio: list[int], bpf: bytes | None, fl
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC) if spec.uid_map else (-1, -1)
     try:
-        pid = S.clone_fork(flags)
+        pid = _clone_in_netns(spec.netns, flags) if spec.netns and not spec.host_net else S.clone_fork(flags)
     except OSError as e:
         for fd in (sync_r, sync_w, go_r, go_w):
             if fd >= 0:
                 os.close(fd)
-        raise _fail_from("clone", e) from None
+        raise _fail_from("join network namespace" if getattr(e, "netns", False) else "clone", e) from None
     if pid == 0:
         try:
             os.close(sync_r)

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import structlog
 import trio
 
@@ -81,6 +82,9 @@ class StackSupervisor:
         self.reconciling = False
         self.reconciles = 0  # reconciles finished (tests and the bench wait on this)
         self._old_deps: dict[str, list[str]] = {}
+        # (service, index) stopped through the control API (`pysup stop`): stays stopped until
+        # started (unless-stopped semantics); the stack does not end while one is held
+        self.held: set[tuple[str, int]] = set()
         if console is not None and not console.width:
             console.width = max((len(f"{n}-{s.replicas}") for n, s in stack.services.items()), default=0)
 
@@ -189,7 +193,7 @@ class StackSupervisor:
         def finished() -> bool:
             rs = self.all_replicas()
             return (self._started_services >= set(self.stack.services) and bool(rs) and not self.reconciling
-                    and self._desired is None and not self.retiring
+                    and self._desired is None and not self.retiring and not self.held
                     and all(r.done.is_set() or (r.status.gave_up is not None) for r in rs))
 
         if not any(s.replicas for s in self.stack.services.values()):
@@ -327,11 +331,29 @@ class StackSupervisor:
                 self.reconciles += 1
                 self._notify()
 
+    def _keep_held(self, p: Plan) -> Plan:
+        """A replica stopped through the control API stays stopped: no replace, restart or limits
+        update touches it (`pysup start` starts it with the spec of that time); removed with its
+        service or by a scale-down, it is no longer held."""
+        if not self.held:
+            return p
+        actions = []
+        for a in p.actions:
+            if a.kind in ("replace", "restart", "update-limits"):
+                a = attrs.evolve(a, indexes=[i for i in a.indexes if (a.service, i) not in self.held])
+                if not a.indexes:
+                    continue
+            elif a.kind in ("remove", "scale-down"):
+                self.held -= {(a.service, i) for i in a.indexes} if a.indexes else \
+                    {h for h in self.held if h[0] == a.service}
+            actions.append(a)
+        return Plan(actions)
+
     async def reconcile(self, stack: Stack) -> Plan:
         """Carry out `plan(stack, observed)`; logs the plan (one event per action) and the result."""
         from .rolling import apply
 
-        p = plan(stack, self.observe())
+        p = self._keep_held(plan(stack, self.observe()))
         if not p:
             log.info("reconcile.nothing_to_do")
             self.stack = stack

@@ -119,7 +119,7 @@ def test_from_service_init_and_sysctls():
     (dict(x=ServiceExtras(rootfs="/r"), devices=(Device(source="/dev/fuse", target="/dev/fuse"),)), "devices"),
     (dict(x=ServiceExtras(rootfs="/r"), sysctls={"kernel.panic": "1"}), "not a namespaced sysctl"),
     (dict(x=ServiceExtras(rootfs="/r"), sysctls={"net.ipv4.ip_forward": "1"}, network_mode="host"), "host's network"),
-    (dict(x=ServiceExtras(rootfs="/r"), network_mode="service:db"), "network_mode"),
+    (dict(x=ServiceExtras(rootfs="/r"), network_mode="container:db"), "network_mode"),  # service:: supervisor.net
     (dict(x=ServiceExtras(rootfs="/r"), security_opt=("systempaths=unconfined",)), "not supported"),
 ])
 def test_from_service_refuses_what_it_cannot_do(kw, message):

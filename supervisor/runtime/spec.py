@@ -85,7 +85,7 @@ class ContainerSpec:
     env: tuple[tuple[str, str], ...] = field(default=(), converter=_pairs)
     cwd: str = field(default="/", validator=lambda _i, _a, v: _check_abs("working directory", v))
     user: str | None = None  # "uid", "uid:gid", "name", "name:group"; None: root
-    hostname: str | None = None  # None: the id's first 12 characters
+    hostname: str | None = None  # None: the container id (its name), at most 63 characters
     domainname: str | None = None
     read_only: bool = False
     writable_layer: bool = True  # overlayfs over the rootfs, discarded with the container (not with read_only)
@@ -124,7 +124,7 @@ class ContainerSpec:
 
     @property
     def effective_hostname(self) -> str:
-        return self.hostname or self.id[:12]
+        return self.hostname or self.id[:63]
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
@@ -154,7 +154,7 @@ class ExecSpec:
     env: tuple[tuple[str, str], ...] = field(default=(), converter=_pairs)
     cwd: str = field(default="/", validator=lambda _i, _a, v: _check_abs("working directory", v))
     user: str | None = None
-    hostname: str | None = None  # for $HOSTNAME; None: the container id's 12 first characters
+    hostname: str | None = None  # for $HOSTNAME; None: the container id, at most 63 characters
     capabilities: tuple[str, ...] = field(default=(), converter=_tuple)
     no_new_privs: bool = True
     seccomp: str | dict | None = "default"
@@ -162,7 +162,7 @@ class ExecSpec:
 
     @property
     def effective_hostname(self) -> str:
-        return self.hostname or self.id[:12]
+        return self.hostname or self.id[:63]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExecSpec:
@@ -356,7 +356,7 @@ def from_service(service: Any, *, id: str, rootfs: str | None = None, cgroup_pro
         uid_map=uid_map, privileged=service.privileged, no_new_privs=nnp, seccomp=seccomp, rlimits=rlimits, init=service.init,
         sysctls=tuple((check_sysctl(k, host_ipc=service.ipc == "host", host_net=mode == "host"), str(v))
                       for k, v in service.sysctls.items()),
-        hosts=generated_hosts(hostname or id[:12], tuple(service.extra_hosts)) if service.extra_hosts else None,
+        hosts=generated_hosts(hostname or id[:63], tuple(service.extra_hosts)) if service.extra_hosts else None,
         resolv_conf=(generated_resolv_conf(tuple(service.dns), tuple(service.dns_search), tuple(service.dns_opt))
                      if (service.dns or service.dns_search or service.dns_opt) else None),
         cgroup_procs=cgroup_procs,

@@ -69,7 +69,7 @@ def test_spec_json_roundtrip():
 def test_environment_defaults():
     spec = ContainerSpec(id="abcdefabcdef0123", rootfs="/r", argv=["x"], env={"PATH": "/bin"})
     env = env_with_defaults(spec, "/home/app")
-    assert env == {"PATH": "/bin", "HOSTNAME": "abcdefabcdef", "HOME": "/home/app"}
+    assert env == {"PATH": "/bin", "HOSTNAME": "abcdefabcdef0123", "HOME": "/home/app"}
 
 
 def test_resolv_conf_drops_loopback_servers(tmp_path):

@@ -135,14 +135,19 @@ def test_exec_caller_gone_ends_the_command(up_env):
     u.wait_event("replica.started")
     p = subprocess.Popen([sys.executable, "-m", "supervisor", "-p", up_env.project, "exec", "app", "--",
                           "sleep", "777"], env=up_env.env)
-    def sleeping() -> bool:
-        return "sleep 777" in ok(pysup(up_env, "top", "app"))
-    deadline = time.monotonic() + 10
-    while not sleeping():
-        assert time.monotonic() < deadline, "exec did not start"
-        time.sleep(0.05)
-    p.send_signal(signal.SIGINT)
-    assert p.wait(10) == 130
+    try:
+        def sleeping() -> bool:
+            return "sleep 777" in ok(pysup(up_env, "top", "app"))
+        deadline = time.monotonic() + 10
+        while not sleeping():
+            assert time.monotonic() < deadline, "exec did not start"
+            time.sleep(0.05)
+        p.send_signal(signal.SIGINT)
+        assert p.wait(30) == 130
+    finally:  # a failure above must not leave the client running into the next test
+        if p.poll() is None:
+            p.kill()
+            p.wait()
     deadline = time.monotonic() + 5
     while sleeping():
         assert time.monotonic() < deadline, "the exec'd command outlived its caller"

@@ -90,7 +90,7 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
     # ones belong to one container, survive its restarts, and go when the run ends.
     current = stack if callable(stack) else (lambda: stack)
     anonymous_root = anonymous_volumes_dir(files)
-    cache: dict[Any, tuple] = {}  # per Service object: an edited service gets its own
+    cache: dict[Any, tuple] = {}
 
     def make(replica: Replica):
         stack = current()
@@ -109,9 +109,12 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
         for m in spec.mounts:
             if m.source and m.source.startswith(anonymous + os.sep):
                 os.makedirs(m.source, exist_ok=True)
-        if service not in cache:
-            cache[service] = secret_mounts(stack, service, files.secrets_dir, files)
-        extra = cache[service]
+        # Per service and the definitions of what it mounts: an edited secret gets new mounts.
+        key = (service, tuple(stack.secrets.get(r.source) for r in service.secrets),
+               tuple(stack.configs.get(r.source) for r in service.configs))
+        if key not in cache:
+            cache[key] = secret_mounts(stack, service, files.secrets_dir, files)
+        extra = cache[key]
         if extra:
             spec = _attrs.evolve(spec, mounts=spec.mounts + extra)
         files.add("containers", replica.container_id)

@@ -80,21 +80,33 @@ _hash_cache: dict[int, tuple[Service, str, str]] = {}
 _SERVICE_FIELDS = tuple(f for f in attrs.fields(Service) if f.name not in NOT_HASHED)
 
 
-def hashes(service: Service) -> tuple[str, str]:
-    """(config_hash, limits_hash) of a service (cached per Service object)."""
+def hashes(service: Service, stack: Stack | None = None) -> tuple[str, str]:
+    """(config_hash, limits_hash) of a service. With `stack`, the config hash also covers the
+    top-level definitions the service uses (its secrets, configs and named volumes), so changing
+    one of those replaces the service like a change of its own keys."""
     hit = _hash_cache.get(id(service))
     if hit is not None and hit[0] is service:
-        return hit[1], hit[2]
-    config = tuple([(f.name, _canon(getattr(service, f.name))) for f in _SERVICE_FIELDS])
-    out = (_digest(config), _digest(_canon(service.resources)))
-    if len(_hash_cache) > 4096:
-        _hash_cache.clear()
-    _hash_cache[id(service)] = (service, *out)  # the Service is kept, so its id is not reused
-    return out
+        config, limits = hit[1], hit[2]
+    else:
+        fields = tuple([(f.name, _canon(getattr(service, f.name))) for f in _SERVICE_FIELDS])
+        config, limits = _digest(fields), _digest(_canon(service.resources))
+        if len(_hash_cache) > 4096:
+            _hash_cache.clear()
+        _hash_cache[id(service)] = (service, config, limits)  # the Service is kept: its id is not reused
+    used = _definitions_used(service, stack) if stack is not None else ()
+    return (_digest((config, used)) if used else config), limits
 
 
-def config_hash(service: Service) -> str:
-    return hashes(service)[0]
+def _definitions_used(service: Service, stack: Stack) -> tuple:
+    used = [("secret", r.source, _canon(stack.secrets.get(r.source))) for r in service.secrets]
+    used += [("config", r.source, _canon(stack.configs.get(r.source))) for r in service.configs]
+    used += [("volume", m.source, _canon(stack.volumes.get(m.source)))
+             for m in service.volumes if m.type == "volume" and m.source]
+    return tuple(used)
+
+
+def config_hash(service: Service, stack: Stack | None = None) -> str:
+    return hashes(service, stack)[0]
 
 
 def limits_hash(service: Service) -> str:
@@ -191,7 +203,7 @@ def plan(desired: Stack, observed: ObservedStack) -> Plan:
             if want:
                 ups[name] = Action("create", name, range(1, want + 1))
             continue
-        chash, lhash = hashes(service)
+        chash, lhash = hashes(service, desired)
         have = {r.index: r for r in o.replicas}
         above = sorted((i for i in have if i > want), reverse=True)
         if above:

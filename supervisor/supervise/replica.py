@@ -56,7 +56,8 @@ class Replica:
                  make_spec: Callable[[Replica], ContainerSpec], backoff: Backoff | None = None,
                  console: Console | None = None, log_dir: str | None = None,
                  notify: Callable[[Replica], None] = lambda r: None,
-                 on_exit: Callable[[Replica, ExitReason], None] = lambda r, e: None, generation: int = 0):
+                 on_exit: Callable[[Replica, ExitReason], None] = lambda r, e: None, generation: int = 0,
+                 stack: Any = None):
         self.project = project
         self.service = service
         self.index = index
@@ -66,7 +67,7 @@ class Replica:
         suffix = f"-r{generation}" if generation else ""
         self.container_id = f"{project}-{service.name}-{index}{suffix}"
         self.cgroup = f"{project}/{service.name}.{index}{suffix.replace('-', '.')}"
-        self.config_hash, self.limits_hash = hashes_of(service)
+        self.config_hash, self.limits_hash = hashes_of(service, stack)  # `stack`: see reconcile.hashes
         self.runtime = runtime
         self.cgroups = cgroups
         self.make_spec = make_spec
@@ -96,12 +97,12 @@ class Replica:
     def name(self) -> str:
         return f"{self.service.name}-{self.index}"
 
-    async def update_limits(self, service: Service) -> None:
+    async def update_limits(self, service: Service, stack: Any = None) -> None:
         """Apply `service`'s resource limits to the running cgroup in place (a reconcile found only
         the limits changed); later restarts use `service` too."""
         await self.cgroups.update(self.cgroup, service.resources, service=service.name)
         self.service = service
-        self.config_hash, self.limits_hash = hashes_of(service)
+        self.config_hash, self.limits_hash = hashes_of(service, stack)
 
     def _to(self, state: S, **changes: Any) -> None:
         self.status.to(state, **changes)

@@ -113,7 +113,7 @@ async def _update_limits(sup: Any, name: str, indexes: tuple[int, ...], results:
         if r is None:
             continue
         try:
-            await r.update_limits(service)
+            await r.update_limits(service, sup.stack)
             log.info("replica.limits_updated", service=name, replica=i, cgroup=r.cgroup)
         except Exception as exc:  # noqa: BLE001 - a limit the kernel refuses: reported, the rest go on
             errors.append(f"{r.name}: {exc}")

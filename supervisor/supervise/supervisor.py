@@ -206,7 +206,7 @@ class StackSupervisor:
         r = Replica(project=self.stack.name, service=service, index=index, runtime=self.runtime,
                     cgroups=self.cgroups, make_spec=self.make_spec, backoff=self.stack.backoff_for(service),
                     console=self.console, log_dir=self.log_dir, notify=self._notify, on_exit=self._on_exit,
-                    generation=generation)
+                    generation=generation, stack=self.stack)
         self.on_replica(r)
         return r
 

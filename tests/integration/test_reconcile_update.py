@@ -112,3 +112,34 @@ def test_failing_update_is_rolled_back(up_env):
     children = sorted(open_manager().children(up_env.project))
     assert children == ["app.1.r2", "app.2", "app.3"], children  # 1 went to the bad config and back
     assert u.stop() == 0
+
+
+SECRET = """
+services:
+  app:
+    x-pysup: {{rootfs: ROOTFS}}
+    command: ["/bin/sh", "-c", "echo pw=$$(cat /run/secrets/pw); exec sleep 1000"]
+    stop_grace_period: 200ms
+    secrets: [pw]
+  other:
+    x-pysup: {{rootfs: ROOTFS}}
+    command: ["/bin/sleep", "1000"]
+    stop_grace_period: 200ms
+secrets:
+  pw: {{file: ./{file}}}
+"""
+
+
+def test_a_changed_secret_definition_replaces_the_services_using_it(up_env):
+    (up_env.tmp / "one.txt").write_text("one\n")
+    (up_env.tmp / "two.txt").write_text("two\n")
+    u = up_env.up(SECRET.format(file="one.txt"))
+    u.wait_event("watch.started")
+    u.wait_for(lambda e: "app-1   | pw=one" in u.stdout() or "app-1 | pw=one" in u.stdout(), what="pw=one")
+    other = u.wait_event("replica.started", service="other")["pid"]
+    save(up_env, SECRET.format(file="two.txt"))
+    done = reconciled(u, 1)
+    assert done["ok"] and done["results"] == ["replace app: ok"], done
+    u.wait_for(lambda e: "pw=two" in u.stdout(), what="the replacement reads the new secret")
+    assert [e["pid"] for e in u.events() if e.get("event") == "replica.started" and e.get("service") == "other"] == [other]
+    assert u.stop() == 0

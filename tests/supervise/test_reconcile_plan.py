@@ -160,3 +160,27 @@ def test_planning_200_services_of_10_is_fast():
     took = time.perf_counter() - t0
     assert len(p.of("scale-up")) == 67
     assert took < 0.05, took  # bench/reconcile.py reports it; the target is 10 ms
+
+
+def test_a_changed_top_level_definition_replaces_only_the_services_using_it():
+    from supervisor.config.model import FileObject, FileRef, Mount, Volume
+
+    def defs(secret_file, volume_driver=None):
+        app = svc("app", 2, secrets=(FileRef(source="pw", target="/run/secrets/pw"),))
+        data = svc("data", 1, volumes=(Mount(type="volume", source="vol", target="/d"),))
+        other = svc("other", 1)
+        return attrs.evolve(stack(app, data, other),
+                            secrets={"pw": FileObject(key="pw", name="p_pw", file=secret_file)},
+                            volumes={"vol": Volume(key="vol", name="p_vol", driver=volume_driver)})
+
+    before = defs("/p/pw.txt")
+
+    def observed_under(st):  # replicas started under `st`: their hashes include its definitions
+        return ObservedStack({n: ObservedService(n, [ObservedReplica(i, *hashes(s, st))
+                                                    for i in range(1, s.replicas + 1)], [])
+                              for n, s in st.services.items()})
+
+    assert acts(plan(before, observed_under(before))) == []
+    assert acts(plan(defs("/p/new-pw.txt"), observed_under(before))) == [("replace", "app", [1, 2])]
+    assert acts(plan(defs("/p/pw.txt", volume_driver="local"), observed_under(before))) == [
+        ("replace", "data", [1])]

@@ -28,3 +28,23 @@ def test_oom_killed_reported_and_restarted(up_env):
     assert u.count("replica.started", service="calm") == 1
     assert u.count("replica.exited", service="calm") == 0
     assert u.stop() == 0
+
+
+def test_pids_limit_hit_is_logged_and_the_host_is_unaffected(up_env):
+    # A fork loop that stops at the limit: pids.max refuses its forks, the kernel tells (v1: the
+    # kernel log's first hit; v2: pids.events) and pysup logs it with the limit.
+    u = up_env.up("""
+    services:
+      forky:
+        x-pysup: {rootfs: ROOTFS}
+        init: true
+        stop_grace_period: 300ms
+        pids_limit: 8
+        command: ["/bin/sh", "-c", "for i in $$(seq 30); do sleep 60 & done; wait"]
+    """)
+    hit = u.wait_event("replica.pids_limit_hit", service="forky", timeout=10)
+    assert hit["limit"] == 8
+    import subprocess
+    assert subprocess.run(["true"]).returncode == 0  # the host still forks
+    # busybox sh gives up when a fork fails; with restart: no the stack then ends by itself
+    assert u.wait(15) == 0

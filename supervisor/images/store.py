@@ -39,6 +39,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+from ..atomic import write_json
 from ..errors import PysupError
 
 try:  # the builtin module: hashlib (OpenSSL) costs a few ms at import
@@ -203,17 +204,7 @@ class ImageStore:
         return _Lock(os.path.join(self.root, "lock"))
 
     def _write_index(self, data: dict[str, Any]) -> None:
-        tmp = f"{self.index_path}.{os.getpid()}.tmp"
-        try:
-            with open(tmp, "w") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.index_path)
-        except BaseException:
-            _unlink(tmp)
-            raise
+        write_json(self.index_path, data, durable=True, indent=1, sort_keys=True)
         _fsync_dir(self.root)
 
     def _new_tmp(self) -> str:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable
 import structlog
 
 from .. import syscalls as S
+from ..atomic import write_json
 from ..errors import PysupError
 from .ipam import DEFAULT_POOL, DEFAULT_PREFIX, Allocator, IpamError, plan_subnets
 from .nat import FAMILY
@@ -190,10 +191,7 @@ class BridgeNetworks:
 
     def _save(self) -> None:
         os.makedirs(self.runtime_dir, mode=0o700, exist_ok=True)
-        tmp = self.record_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.record, f)
-        os.replace(tmp, self.record_path)
+        write_json(self.record_path, self.record)
 
     def _note(self, kind: str, item: str) -> None:
         with self._record_lock:  # detaches run in several worker threads at once

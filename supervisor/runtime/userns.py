@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import paths
+from ..atomic import write_json
 from ..errors import PysupError
 
 SIZE = 65536
@@ -126,12 +127,7 @@ class _Record:
         return self.data
 
     def save(self) -> None:
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_json(self.path, self.data, durable=True, indent=1, sort_keys=True)
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)

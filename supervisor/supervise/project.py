@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from .. import paths
+from ..atomic import write_json
 from ..errors import PysupError
 
 log = structlog.get_logger()
@@ -81,10 +82,7 @@ class ProjectFiles:
 
     def _save(self) -> None:
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        tmp = self.record_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.record, f)
-        os.replace(tmp, self.record_path)
+        write_json(self.record_path, self.record)
 
     def add(self, kind: str, item: str) -> None:
         if item not in self.record[kind]:

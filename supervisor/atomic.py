@@ -1,0 +1,27 @@
+"""Writing a small state file so that a reader (or the next run after a crash) sees the old
+content or the new, never half of it: write a temporary file beside it, then rename over it."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+def write_json(path: str, data: Any, *, durable: bool = False, **dump: Any) -> None:
+    """`data` as JSON at `path`, atomically. `durable` also fsyncs before the rename (for records
+    that must survive a power cut, at the cost of a disk flush); `dump` goes to json.dump."""
+    tmp = f"{path}.{os.getpid()}.tmp"  # per process: two writers never share a temporary file
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, **dump)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

@@ -419,13 +419,20 @@ def child_main(spec: ContainerSpec, stdio: list[int], sync_w: int, bpf: bytes | 
         stage = "unshare cgroup"
         S.unshare(S.CLONE_NEWCGROUP)  # after joining: /proc/self/cgroup shows "/"
         container_init(spec, stdio, sync_w, bpf)
-    except Failure as f:
-        rc = 127 if f.stage == "exec" and f.errno == errno.ENOENT else 1
-        _report(sync_w, f.to_dict())
     except BaseException as e:
-        _report(sync_w, _fail_from(stage, e).to_dict())
+        rc = _child_failed(sync_w, stage, e)
     finally:
         os._exit(rc)
+
+
+def _child_failed(sync_w: int, stage: str, exc: BaseException) -> int:
+    """Report why a container child failed on its sync pipe; returns its exit status (127 when
+    exec found no such file, as Docker)."""
+    if isinstance(exc, Failure):
+        _report(sync_w, exc.to_dict())
+        return 127 if exc.stage == "exec" and exc.errno == errno.ENOENT else 1
+    _report(sync_w, _fail_from(stage, exc).to_dict())
+    return 1
 
 
 def _report(fd: int, obj: dict) -> None:
@@ -805,11 +812,8 @@ def handle_exec(sock: socket.socket, msg: dict, fds: list[int], filters: dict) -
             for target, fd in enumerate(fds[:3]):
                 os.dup2(fd, target)
             process_init(spec, sync_w, bpf, [])
-        except Failure as f:
-            rc = 127 if f.stage == "exec" and f.errno == errno.ENOENT else 1
-            _report(sync_w, f.to_dict())
         except BaseException as e:
-            _report(sync_w, _fail_from(stage, e).to_dict())
+            rc = _child_failed(sync_w, stage, e)
         finally:
             os._exit(rc)
     os.close(own_pidns)

@@ -225,3 +225,21 @@ def busybox_layout(shared_busybox_rootfs):
         yield d / "layout", info
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp():
+    """A scratch directory with the pysup-test- prefix (traversable, for containers), removed after."""
+    d = tempfile.mkdtemp(prefix="pysup-test-images-")
+    os.chmod(d, 0o755)
+    try:
+        yield Path(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def store(tmp):
+    from supervisor.images.store import ImageStore
+
+    return ImageStore(str(tmp / "store"))

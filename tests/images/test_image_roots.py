@@ -40,16 +40,6 @@ def new_id() -> str:
     return f"pysup-test-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-def tmp():
-    d = tempfile.mkdtemp(prefix="pysup-test-img-")
-    os.chmod(d, 0o755)
-    try:
-        yield Path(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 # --- resolution (no root needed) -----------------------------------------------------------------
 
 

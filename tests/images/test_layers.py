@@ -12,7 +12,6 @@ import shutil
 import stat
 import subprocess
 import tarfile
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,25 +19,11 @@ import pytest
 from supervisor.images.archive import load
 from supervisor.images.config import image_healthcheck, parse_signal, with_image_config
 from supervisor.images.commands import policy_max_age, should_pull
-from supervisor.images.store import ImageStore, ImageStoreError
+from supervisor.images.store import ImageStoreError
 
 from ocitools import make_oci_layout, tar_bytes
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (whiteouts are device nodes, trusted xattrs)")
-
-
-@pytest.fixture
-def tmp():
-    d = tempfile.mkdtemp(prefix="pysup-test-layers-")
-    try:
-        yield Path(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def store(tmp):
-    return ImageStore(str(tmp / "store"))
 
 
 def commit(store, tmp, raw: bytes, *, gz: bool = True) -> tuple[str, Path]:

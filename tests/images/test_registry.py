@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -24,21 +23,6 @@ from supervisor.images.registry import (RegistryClient, RegistryError, RegistryS
 from supervisor.images.store import ImageStore
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def tmp():
-    d = tempfile.mkdtemp(prefix="pysup-test-pull-")
-    os.chmod(d, 0o755)
-    try:
-        yield Path(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def store(tmp):
-    return ImageStore(str(tmp / "store"))
 
 
 def repo_name() -> str:

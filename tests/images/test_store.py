@@ -12,30 +12,15 @@ import stat
 import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from supervisor.images.store import ImageNotFound, ImageStore, ImageStoreError, parse_ref
+from supervisor.images.store import ImageNotFound, ImageStoreError, parse_ref
 
 REPO = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not IS_ROOT, reason="needs root (owners, device nodes)")
-
-
-@pytest.fixture
-def tmp():
-    d = tempfile.mkdtemp(prefix="pysup-test-images-")
-    try:
-        yield Path(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def store(tmp):
-    return ImageStore(str(tmp / "store"))
 
 
 def make_tree(root: Path) -> Path:

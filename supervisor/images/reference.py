@@ -51,21 +51,15 @@ class Reference(NamedTuple):
     @property
     def familiar(self) -> str:
         """`name:tag`, `name@digest` or `name:tag@digest`."""
-        out = self.name
-        if self.tag:
-            out += f":{self.tag}"
-        if self.digest:
-            out += f"@{self.digest}"
-        return out
+        return self.name + self._suffix
 
     @property
     def canonical(self) -> str:
-        out = f"{self.registry}/{self.repository}"
-        if self.tag:
-            out += f":{self.tag}"
-        if self.digest:
-            out += f"@{self.digest}"
-        return out
+        return f"{self.registry}/{self.repository}{self._suffix}"
+
+    @property
+    def _suffix(self) -> str:
+        return (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
 
     @property
     def reference(self) -> str:

@@ -179,9 +179,7 @@ class _Merger:
         for k, v in over.items():
             tag = over.tags.get(k)
             if tag == RESET:
-                _drop(out, k)
-                if self.keep_tags:
-                    _put(out, k, v, over, tag=RESET)
+                self.reset(out, k, v, over)
                 continue
             if tag == OVERRIDE or k not in out:
                 _put(out, k, self.take(v), over, tag=tag if self.keep_tags else None)
@@ -199,12 +197,17 @@ class _Merger:
         for k, v in over.items():
             tag = over.tags.get(k)
             if tag == RESET:
-                _drop(out, k)
-                if self.keep_tags:
-                    _put(out, k, v, over, tag=RESET)
+                self.reset(out, k, v, over)
                 continue
             _put(out, k, self.take(v), over, tag=tag if self.keep_tags else None)
         return out
+
+    def reset(self, out: Map, key: Any, value: Any, over: Map) -> None:
+        """`key: !reset ...` unsets the key; under `extends` (keep_tags) the tagged key stays in
+        the result so the merge with the including file still sees it."""
+        _drop(out, key)
+        if self.keep_tags:
+            _put(out, key, value, over, tag=RESET)
 
     def append(self, base: list, over: list) -> Seq:
         return Seq(list(base) + [self.take(v) for v in over], loc=getattr(base, "loc", None),

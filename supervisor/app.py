@@ -148,15 +148,15 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
                   file=sys.stderr, flush=True)
         # Anonymous volumes of a run that ended without cleaning up (pysup was killed).
         shutil.rmtree(anonymous_volumes_dir(files), ignore_errors=True)
-        files.start_record()
         from .images.commands import ensure_images
-
-        await ensure_images(stack, options.environ)  # pull_policy: the missing images by default
         from .images.config import effective_stack
         from .images.store import ImageStore
 
+        # pull_policy (the missing images by default), before the run's record: a failed pull leaves nothing
+        await ensure_images(stack, options.environ)
         # the images' Healthcheck and StopSignal under the compose keys, for the supervisor
         stack = effective_stack(stack, ImageStore(paths.images_dir(options.environ)))
+        files.start_record()
         colour = sys.stdout.isatty() if options.colour is None else options.colour
         console = Console(prefix=options.log_prefix, colour=colour)
         events_send, _events_recv = trio.open_memory_channel[Any](0)  # per-replica channels are used

@@ -70,7 +70,7 @@ class LiveImages:
         self.newest = stack
         self._failed.clear()
         self._fresh.clear()
-        self._apply()
+        self._apply(edit=True)
 
     def _needs_pull(self, name: str, service: Any) -> str | None:
         image = _pulled_image(service)
@@ -89,7 +89,9 @@ class LiveImages:
             log.warning("image.pull_policy", service=name, error=str(exc))
             return None
 
-    def _apply(self) -> None:
+    def _apply(self, *, edit: bool = False) -> None:
+        """Hand the newest stack over, less what waits for a pull: always after an edit (the
+        supervisor logs even "nothing to do"), after a pull only if it changed something."""
         stack = self.newest
         held: dict[str, str] = {}  # service -> image it waits for
         for name, service in stack.services.items():
@@ -110,7 +112,7 @@ class LiveImages:
         desired = effective_stack(attrs.evolve(stack, services=services), self.store)
         if held:
             log.info("reload.waiting_for_images", services=sorted(held), images=sorted(set(held.values())))
-        if desired == self.applied:
+        if not edit and desired == self.applied:
             return
         self.applied = desired
         self.sup.submit(desired)

@@ -173,3 +173,16 @@ def test_a_live_edit_pulls_a_new_image_first_and_a_failed_pull_keeps_the_running
     assert [e["pid"] for e in u.events() if e.get("event") == "replica.started"
             and e.get("container", "").startswith(f"{p}-y-1")][-1] != first_y
     assert u.stop() == 0
+
+
+def test_up_with_an_image_it_cannot_pull_is_one_line_naming_service_and_image(env, images):
+    missing = f"{images.rpartition('/')[0]}/pysup-nosuch-{uuid.uuid4().hex[:6]}:1"
+    u = env.up(f"services:\n  web:\n    image: {missing}\n  other:\n    image: {images}:1\n    pull_policy: never\n")
+    assert u.wait() != 0
+    errors = [line for line in u.stderr().splitlines() if line.startswith("pysup:")]
+    assert errors == [f"pysup: services.web: image {missing}: not found in registry "
+                      f"{missing.partition('/')[0]} (manifest unknown)"], u.stderr()
+    assert u.count("replica.started") == 0
+    store = env.tmp / "state" / "images"
+    assert not (store / "layers").exists() or os.listdir(store / "layers") == []
+    assert not (store / "tmp").exists() or os.listdir(store / "tmp") == []

@@ -254,7 +254,7 @@ class _Exporter:
             self.warn(path, "runs as an init container of each pod of " + ", ".join(dependents)
                       + " (depended on with service_completed_successfully): once per pod, not once per stack")
             for key in ("healthcheck", "post_start", "pre_stop", "ports", "expose"):
-                if getattr(svc, key):
+                if getattr(svc, key) and not (key == "healthcheck" and svc.healthcheck.disabled):
                     self.warn((*path, key), "not for an init container: ignored")
             return
         pod = self.pod(name, svc)

@@ -7,6 +7,8 @@ pull names the image and the service and keeps the running state."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -21,8 +23,9 @@ MS = 1_000_000  # the image config's durations are nanoseconds
 
 @pytest.fixture(scope="module")
 def images(registry, shared_busybox_rootfs, tmp_path_factory):
-    """Two images in the registry: `one` (HEALTHCHECK test -f /tmp/ok every 100 ms, 2 retries;
-    STOPSIGNAL SIGUSR1) and `two` (the same, plus /etc/which saying "two")."""
+    """Images in the registry: `one` (HEALTHCHECK test -f /tmp/ok every 100 ms, 2 retries;
+    STOPSIGNAL SIGUSR1), `two` (the same, plus /etc/which saying "two"), `three` (USER 65534,
+    WORKDIR /home/app, an Entrypoint and Cmd printing them)."""
     d = tmp_path_factory.mktemp("pysup-test-up-images")
     base = tar_of_dir(shared_busybox_rootfs)
     config = {"Cmd": ["sh", "-c", "exec sleep 1000"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
@@ -31,8 +34,12 @@ def images(registry, shared_busybox_rootfs, tmp_path_factory):
     repo = f"t{uuid.uuid4().hex[:10]}"
     make_oci_layout(d / "one", [base], tag="1", config=config)
     make_oci_layout(d / "two", [base, tar_bytes([("etc/which", "f", "two\n")])], tag="2", config=config)
+    make_oci_layout(d / "three", [base], tag="3", config={
+        "Entrypoint": ["sh", "-c"], "Cmd": ["echo $(id -u) in $(pwd) with $V"], "User": "65534",
+        "WorkingDir": "/home/app", "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "V=image"]})
     registry.push(d / "one", repo, "1")
     registry.push(d / "two", repo, "2")
+    registry.push(d / "three", repo, "3")
     return f"{registry.host}/{repo}"
 
 
@@ -186,3 +193,26 @@ def test_up_with_an_image_it_cannot_pull_is_one_line_naming_service_and_image(en
     store = env.tmp / "state" / "images"
     assert not (store / "layers").exists() or os.listdir(store / "layers") == []
     assert not (store / "tmp").exists() or os.listdir(store / "tmp") == []
+
+
+def test_the_images_user_workdir_env_and_cmd_under_the_compose_keys(env, images):
+    u = env.up(f"""
+        services:
+          image:
+            image: {images}:3
+          compose:
+            image: {images}:3
+            user: "0"
+            working_dir: /etc
+            environment: {{V: compose}}
+            command: ["echo $$(id -u) in $$(pwd) with $$V, still through the image entrypoint"]
+    """, "--no-log-prefix")
+    assert u.wait() == 0, u.stderr()
+    assert sorted(u.stdout().splitlines()) == [
+        "0 in /etc with compose, still through the image entrypoint", "65534 in /home/app with image"]
+    r = subprocess.run([sys.executable, "-m", "supervisor", "run", "--rm", f"{images}:3"], capture_output=True,
+                       text=True, env=env.env, cwd=env.tmp, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "65534 in /home/app with image\n"), r.stderr
+    r = subprocess.run([sys.executable, "-m", "supervisor", "run", "--rm", "-u", "0", "-w", "/", "-e", "V=cli",
+                        f"{images}:3"], capture_output=True, text=True, env=env.env, cwd=env.tmp, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "0 in / with cli\n"), r.stderr

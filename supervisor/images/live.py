@@ -2,7 +2,7 @@
 whose added services (or services whose `image:` changed) need an image pulled (their
 `pull_policy`: by default, an image not in the store) has the pulls started in the background and
 is handed over at once without those services: an added one is left out, a changed one keeps its
-running definition. So the rest of the edit is applied, and the running stack keeps running,
+running definition (and so does a service depending on an added one that waits). So the rest of the edit is applied, and the running stack keeps running,
 while the pulls run. Each pull that ends hands the newest stack over again; a failed pull is
 logged (`image.pull_failed`) and printed, naming the image and the services, and those services
 keep their old state until the next edit (which tries again).
@@ -98,9 +98,19 @@ class LiveImages:
             image = self._needs_pull(name, service)
             if image is not None:
                 held[name] = image
-        for name, image in held.items():
+        for name, image in list(held.items()):
             if image not in self._pulling and image not in self._failed:
                 self._start_pull(image, stack)
+        # a service depending on one that is held back and not running yet waits with it
+        waiting = True
+        while waiting:
+            waiting = False
+            for name, service in stack.services.items():
+                dep = next((d.service for d in service.depends_on
+                            if d.service in held and d.service not in self.applied.services), None)
+                if name not in held and dep is not None:
+                    held[name] = held[dep]
+                    waiting = True
         services = {}
         for name, service in stack.services.items():
             if name in held:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from supervisor.config.model import Service, Stack
+import attrs
+
+from supervisor.config.model import Dependency, Service, Stack
 from supervisor.images.live import LiveImages
 from supervisor.images.registry import RegistryError
 
@@ -86,4 +88,14 @@ async def test_an_edit_is_applied_at_once_less_the_services_waiting_for_a_pull(t
         gate.submit(stack(a="bad:1", b="b:2", c="c:1"))
         await gate.wait_pulls(4)
         assert client.pulled.count("bad:1") == 2
+        # an added service depending on an added one that waits for its image waits with it
+        s = stack(a="a:1", b="b:2", c="c:1", d="d:1", e="a:1")
+        s = attrs.evolve(s, services={**s.services, "e": attrs.evolve(
+            s.services["e"], pull_policy="never", depends_on=(Dependency(service="d", condition="service_healthy"),))})
+        gate.submit(s)
+        await trio.testing.wait_all_tasks_blocked()
+        assert set(sup.submitted[-1].services) == {"a", "b", "c"}
+        client.release.setdefault("d:1", trio.Event()).set()
+        await gate.wait_pulls(5)
+        assert set(sup.submitted[-1].services) == {"a", "b", "c", "d", "e"}
         n.cancel_scope.cancel()

@@ -148,10 +148,15 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
                   file=sys.stderr, flush=True)
         # Anonymous volumes of a run that ended without cleaning up (pysup was killed).
         shutil.rmtree(anonymous_volumes_dir(files), ignore_errors=True)
-        files.start_record()
         from .images.commands import ensure_images
+        from .images.config import effective_stack
+        from .images.store import ImageStore
 
-        await ensure_images(stack, options.environ)  # pull_policy: the missing images by default
+        # pull_policy (the missing images by default), before the run's record: a failed pull leaves nothing
+        await ensure_images(stack, options.environ)
+        # the images' Healthcheck and StopSignal under the compose keys, for the supervisor
+        stack = effective_stack(stack, ImageStore(paths.images_dir(options.environ)))
+        files.start_record()
         colour = sys.stdout.isatty() if options.colour is None else options.colour
         console = Console(prefix=options.log_prefix, colour=colour)
         events_send, _events_recv = trio.open_memory_channel[Any](0)  # per-replica channels are used
@@ -180,9 +185,12 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
 
                         await n.start(serve_metrics, sup, options.metrics)
                     if options.reload is not None:
+                        from .images.live import LiveImages
                         from .supervise.watch import watch_spec
 
-                        await n.start(functools.partial(watch_spec, sup, options.reload, stack.sources,
+                        gate = LiveImages(sup, environ=options.environ)  # pulls an edit's new images first
+                        await n.start(gate.run)
+                        await n.start(functools.partial(watch_spec, gate, options.reload, stack.sources,
                                                         extra=options.watch_files))
                     code = await sup.run()
                     n.cancel_scope.cancel()

@@ -11,7 +11,6 @@ with located errors is `config.parse`'s job.
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal, TypeVar
 
@@ -95,14 +94,30 @@ class RestartPolicy:
 
 @attrs.frozen(kw_only=True)
 class Healthcheck:
-    """Docker's health check. `test` is ("CMD", argv...) or ("CMD-SHELL", "script")."""
+    """Docker's health check. `test` is ("CMD", argv...), ("CMD-SHELL", "script"), ("NONE",)
+    (disabled: `disable: true` or a NONE test) or () (the image's test). A timing or `retries`
+    left None is the image's, else Docker's default (`with_defaults`), as the engine merges a
+    container's health check with its image's (`images.config.merge_healthcheck`)."""
 
-    test: tuple[str, ...] = attrs.field(converter=_tuple)
-    interval: float = 30.0
-    timeout: float = 30.0
-    retries: int = 3
-    start_period: float = 0.0
-    start_interval: float = 5.0
+    test: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    interval: float | None = None
+    timeout: float | None = None
+    retries: int | None = None
+    start_period: float | None = None
+    start_interval: float | None = None
+
+    DEFAULTS = {"interval": 30.0, "timeout": 30.0, "retries": 3, "start_period": 0.0, "start_interval": 5.0}
+
+    @property
+    def disabled(self) -> bool:
+        return bool(self.test) and self.test[0] == "NONE"
+
+    def with_defaults(self) -> Healthcheck:
+        """Every unset timing (None, or 0 as the engine reads it) at Docker's default."""
+        unset = {k: v for k, v in self.DEFAULTS.items() if not getattr(self, k) and k != "start_period"}
+        if self.start_period is None:
+            unset["start_period"] = 0.0
+        return attrs.evolve(self, **unset) if unset else self
 
 
 @attrs.frozen(kw_only=True)
@@ -254,13 +269,13 @@ class Service:
     networks: tuple[NetworkAttachment, ...] = attrs.field(default=(), converter=_tuple)
     network_mode: str | None = None  # "host", "none", "service:NAME"; None: the networks above
     depends_on: tuple[Dependency, ...] = attrs.field(default=(), converter=_tuple)
-    healthcheck: Healthcheck | None = None  # None: none, or disabled
+    healthcheck: Healthcheck | None = None  # None: no `healthcheck` key (the image's, if any)
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)
     replicas: int = attrs.field(default=1, validator=attrs.validators.ge(0))
     resources: Resources = attrs.field(factory=Resources)
     update_config: UpdateConfig = attrs.field(factory=UpdateConfig)
     rollback_config: UpdateConfig = attrs.field(factory=UpdateConfig)
-    stop_signal: int = int(signal.SIGTERM)
+    stop_signal: int | None = None  # None: the image's StopSignal, else SIGTERM
     stop_grace_period: float = 10.0
     init: bool = False
     cap_add: tuple[str, ...] = attrs.field(default=(), converter=_tuple)  # "NET_ADMIN" (no CAP_ prefix) or "ALL"

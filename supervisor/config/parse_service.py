@@ -356,10 +356,10 @@ def healthcheck(ctx: Ctx, svc: Any, path: KeyPath) -> dict[str, Any]:
     here = (*path, "healthcheck")
     spec = as_map(svc["healthcheck"], here)
     if opt_bool(spec, "disable", here, False):
-        return {"healthcheck": None}
+        return {"healthcheck": Healthcheck(test=("NONE",))}
     test = _health_test(spec.get("test"), (*here, "test"))
     if test is None:
-        return {"healthcheck": None}
+        return {"healthcheck": Healthcheck(test=("NONE",))}
     timing: dict[str, Any] = {}
     for key in ("interval", "timeout", "start_period", "start_interval"):
         value = ctx.attempt(opt_duration, spec, key, here, default=None)

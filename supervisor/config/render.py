@@ -251,14 +251,15 @@ def _dependency(d: Any) -> dict[str, Any]:
 
 
 def _healthcheck(h: Healthcheck) -> dict[str, Any]:
-    default = Healthcheck(test=())
+    if h.disabled:
+        return {"disable": True}
     out: dict[str, Any] = {}
     _put(out, "test", h.test)
     for key in ("interval", "timeout", "start_period", "start_interval"):
         value = getattr(h, key)
-        if value != getattr(default, key):
+        if value is not None:
             out[key] = _duration(value)
-    _put(out, "retries", h.retries, default.retries)
+    _put(out, "retries", h.retries)
     return out
 
 

@@ -254,7 +254,7 @@ class _Exporter:
             self.warn(path, "runs as an init container of each pod of " + ", ".join(dependents)
                       + " (depended on with service_completed_successfully): once per pod, not once per stack")
             for key in ("healthcheck", "post_start", "pre_stop", "ports", "expose"):
-                if getattr(svc, key):
+                if getattr(svc, key) and not (key == "healthcheck" and svc.healthcheck.disabled):
                     self.warn((*path, key), "not for an init container: ignored")
             return
         pod = self.pod(name, svc)
@@ -347,7 +347,7 @@ class _Exporter:
         if init:
             pod["initContainers"] = init
         pod["containers"] = [main]
-        if svc.stop_signal != int(signal.SIGTERM) and self.version >= STOP_SIGNAL_SINCE:
+        if svc.stop_signal not in (None, int(signal.SIGTERM)) and self.version >= STOP_SIGNAL_SINCE:
             pod["os"] = {"name": "linux"}  # stopSignal needs the pod's OS
         pod["terminationGracePeriodSeconds"] = self.seconds(svc.stop_grace_period, (*path, "stop_grace_period"),
                                                             minimum=0)
@@ -622,7 +622,11 @@ class _Exporter:
 
     def probes(self, name: str, svc: Service, hc: Healthcheck) -> dict:
         path = ("services", name, "healthcheck")
-        kind = hc.test[0] if hc.test else "NONE"
+        if not hc.test:
+            self.warn(path, "no test: the image's health check, which Kubernetes does not run: no probes")
+            return {}
+        hc = hc.with_defaults()
+        kind = hc.test[0]
         if kind == "CMD":
             command = list(hc.test[1:])
         elif kind == "CMD-SHELL":
@@ -649,7 +653,7 @@ class _Exporter:
             hooks = getattr(svc, key)
             if hooks:
                 out[k8s] = {"exec": {"command": self.hook_command(name, key, hooks)}}
-        if svc.stop_signal != int(signal.SIGTERM):
+        if svc.stop_signal not in (None, int(signal.SIGTERM)):
             path = ("services", name, "stop_signal")
             if self.version >= STOP_SIGNAL_SINCE:
                 out["stopSignal"] = signal_name(svc.stop_signal)

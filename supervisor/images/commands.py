@@ -115,8 +115,8 @@ async def ensure_images(stack: Any, environ: Any = None) -> None:
     from .. import paths
 
     store = ImageStore(paths.images_dir(environ))
-    refs = [image for _service, image in stack_pulls(stack, store)]
-    if not refs:
+    pulls = stack_pulls(stack, store)
+    if not pulls:
         return
     import contextlib
 
@@ -125,5 +125,10 @@ async def ensure_images(stack: Any, environ: Any = None) -> None:
     progress = _progress()
     with (progress if hasattr(progress, "__enter__") else contextlib.nullcontext()):
         async with RegistryClient(load_settings(stack.x.registries), progress=progress) as client:
-            for ref in refs:
-                await client.pull(ref, store)
+            for service, ref in pulls:
+                try:
+                    await client.pull(ref, store)
+                except PysupError as exc:  # "image REF: why" -> naming the service too
+                    users = sorted(n for n, s in stack.services.items() if s.image == ref) or [service]
+                    who = f"services.{users[0]}" if len(users) == 1 else f"services {', '.join(users)}"
+                    raise PysupError(f"{who}: {exc}") from None

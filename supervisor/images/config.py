@@ -5,9 +5,14 @@ under the compose keys that override it, as Docker and Compose do:
 - `environment:` is laid over the image's Env (the service wins per variable);
 - `working_dir:`, `user:` replace WorkingDir, User;
 - `expose:` is added to ExposedPorts;
-- `stop_signal:` replaces StopSignal (a service left at the default SIGTERM takes the image's);
-- Healthcheck: `image_healthcheck` converts it; the model cannot tell "no healthcheck" from
-  `disable: true` (both None), so it is not applied to the service here.
+- `stop_signal:` replaces StopSignal (a service without one takes the image's, else SIGTERM);
+- `healthcheck:` is merged with the image's Healthcheck as the engine merges them (moby
+  daemon/commit.go `merge`): no `healthcheck` key takes the image's whole; an empty test, and
+  each unset timing or retries, take the image's; `disable: true` (test NONE) turns both off.
+
+`with_image_config` does all of it for one start (`runtime.spec.from_service`); `effective_stack`
+applies the two the supervisor itself reads (healthcheck, stop_signal) to a whole stack, before
+`pysup up` or a live reconcile hands it over, so the config hash also covers them.
 
 Standard library only (and attrs, already loaded with the model).
 """
@@ -58,24 +63,73 @@ def with_image_config(service: Any, config: dict[str, Any] | None) -> Any:
     ports = [p for p in (config.get("ExposedPorts") or {}) if p not in service.expose]
     if ports:
         changes["expose"] = (*service.expose, *ports)
-    sig = parse_signal(config.get("StopSignal"))
-    if sig is not None and service.stop_signal == int(signal.SIGTERM):
-        changes["stop_signal"] = sig
+    changes.update(_supervised(service, config))
     return attrs.evolve(service, **changes) if changes else service
 
 
+def _supervised(service: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """The changes to the keys the supervisor reads: stop_signal, healthcheck."""
+    changes: dict[str, Any] = {}
+    sig = parse_signal(config.get("StopSignal"))
+    if sig is not None and service.stop_signal is None:
+        changes["stop_signal"] = sig
+    check = merge_healthcheck(service.healthcheck, image_healthcheck(config))
+    if check != service.healthcheck:
+        changes["healthcheck"] = check
+    return changes
+
+
+def merge_healthcheck(mine: Any, image: Any) -> Any:
+    """The service's `Healthcheck` (None: no key) merged with the image's (None: it has none)."""
+    import attrs
+
+    if image is None:
+        return mine
+    if mine is None:
+        return image
+    if mine.disabled:  # `disable: true`: off, whatever the image says (its timings would not matter)
+        return mine
+    changes = {k: getattr(image, k) for k in ("interval", "timeout", "retries", "start_period", "start_interval")
+               if not getattr(mine, k) and getattr(image, k) is not None}
+    if not mine.test:
+        changes["test"] = image.test
+    return attrs.evolve(mine, **changes) if changes else mine
+
+
+def effective_stack(stack: Any, images: Any = None) -> Any:
+    """`stack` with each image service's healthcheck and stop_signal merged with its image's
+    config (an image not in the store, a rootfs or `host` service: left as it is)."""
+    import attrs
+
+    if images is None:
+        from .. import paths
+        from .store import ImageStore
+
+        images = ImageStore(paths.images_dir())
+    services = {}
+    for name, service in stack.services.items():
+        if service.image and not service.x.rootfs and service.image != "host":
+            config = image_config(service.image, images)
+            if config:
+                changes = _supervised(service, config)
+                if changes:
+                    service = attrs.evolve(service, **changes)
+        services[name] = service
+    return attrs.evolve(stack, services=services)
+
+
 def image_healthcheck(config: dict[str, Any] | None) -> Any:
-    """The image's Healthcheck as a model `Healthcheck`, or None (none, or `NONE`)."""
-    hc = (config or {}).get("Healthcheck") or {}
-    test = tuple(hc.get("Test") or ())
-    if not test or test[0] == "NONE":
+    """The image's Healthcheck as a model `Healthcheck` (test ("NONE",): disabled), or None (none)."""
+    hc = (config or {}).get("Healthcheck")
+    if not hc:
         return None
+    test = tuple(hc.get("Test") or ())
     from ..config.model import Healthcheck
 
     timing = {}
     for key, attr in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
                       ("StartInterval", "start_interval")):
-        if hc.get(key):
+        if hc.get(key):  # nanoseconds; 0: unset
             timing[attr] = hc[key] / _NS
     if hc.get("Retries"):
         timing["retries"] = int(hc["Retries"])

@@ -56,7 +56,7 @@ class ProbeResult:
 class HealthMonitor:
     """One replica's health, reset at each start (`HealthMonitor(check, started_at=now)`)."""
 
-    check: Healthcheck
+    check: Healthcheck = attrs.field(converter=Healthcheck.with_defaults)  # unset timings: Docker's
     started_at: float
     status: HealthStatus = HealthStatus.STARTING
     failing_streak: int = 0

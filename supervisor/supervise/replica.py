@@ -257,7 +257,7 @@ class Replica:
             self._to(S.STOPPING)
         grace = self.service.stop_grace_period
         deadline = trio.current_time() + grace
-        sig = self.service.stop_signal
+        sig = self.service.stop_signal or signal.SIGTERM  # None: no stop_signal, none in the image
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as n:
                 async def kill_on_demand() -> None:

@@ -125,10 +125,14 @@ def test_healthcheck_forms() -> None:
     assert services["shell-list"].healthcheck.test[0] == "CMD-SHELL"
     shell = services["shell-string"].healthcheck
     assert shell.test == ("CMD-SHELL", "test -d /proc/self")
+    # timings not given stay unset (the image's, else Docker's defaults)
     assert (shell.interval, shell.timeout, shell.retries, shell.start_period, shell.start_interval) == (
-        30.0, 30.0, 3, 0.0, 5.0)
-    assert services["no-check-none"].healthcheck is None
-    assert services["no-check-disable"].healthcheck is None
+        None, None, None, None, None)
+    d = shell.with_defaults()
+    assert (d.interval, d.timeout, d.retries, d.start_period, d.start_interval) == (30.0, 30.0, 3, 0.0, 5.0)
+    # disabled (a NONE test, `disable: true`) is not "no healthcheck key" (the image's)
+    assert services["no-check-none"].healthcheck.disabled
+    assert services["no-check-disable"].healthcheck.disabled
     assert services["degrades"].x.restart_on_unhealthy is False
     assert services["ready-file"].x.restart_on_unhealthy is True
     assert "$(( $(date" in services["degrades"].healthcheck.test[1]  # $$ became a literal $

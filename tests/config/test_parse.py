@@ -67,7 +67,7 @@ def test_minimal_stack_defaults():
     assert svc.image == "nginx" and svc.command is None and svc.entrypoint is None
     assert svc.networks == (NetworkAttachment(network="default"),)
     assert svc.replicas == 1 and svc.restart == RestartPolicy() and svc.healthcheck is None
-    assert svc.stop_signal == signal.SIGTERM and svc.stop_grace_period == 10.0
+    assert svc.stop_signal is None and svc.stop_grace_period == 10.0  # None: the image's, else SIGTERM
     assert stack.networks == {"default": Network(key="default", name="demo_default")}
 
 
@@ -368,8 +368,8 @@ def test_implicit_dependencies():
     ("healthcheck: {test: curl -f http://x}", Healthcheck(test=("CMD-SHELL", "curl -f http://x"))),
     ("healthcheck: {test: [CMD, curl, -f]}", Healthcheck(test=("CMD", "curl", "-f"))),
     ("healthcheck: {test: [CMD-SHELL, exit 0]}", Healthcheck(test=("CMD-SHELL", "exit 0"))),
-    ("healthcheck: {test: [NONE]}", None),
-    ("healthcheck: {test: [CMD, x], disable: true}", None),
+    ("healthcheck: {test: [NONE]}", Healthcheck(test=("NONE",))),  # disabled, unlike no key (None)
+    ("healthcheck: {test: [CMD, x], disable: true}", Healthcheck(test=("NONE",))),
     ("healthcheck: {interval: 5s}", Healthcheck(test=(), interval=5.0)),
     ("healthcheck: {test: [CMD, x], interval: 1m30s, timeout: 500ms, retries: '5', start_period: 1h,"
      " start_interval: 2s}",

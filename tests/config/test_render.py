@@ -274,6 +274,15 @@ def test_tmpfs_order_is_kept_when_flags_force_the_short_syntax():
     assert reload(to_yaml(stack), stack) == stack
 
 
+def test_a_disabled_healthcheck_is_not_no_healthcheck():
+    stack = load("services:\n  a: {image: x, healthcheck: {test: [NONE]}}\n  b: {image: x}\n"
+                 "  c: {image: x, healthcheck: {retries: 2}}\n")
+    out = to_compose(stack)["services"]
+    assert out["a"]["healthcheck"] == {"disable": True} and "healthcheck" not in out["b"]
+    assert out["c"]["healthcheck"] == {"retries": 2}  # the image's test, with its own retries
+    assert reload(to_yaml(stack), stack) == stack
+
+
 def test_model_built_by_hand_round_trips():
     """Defaults the parser never produces on its own (no networks, an empty command) still render."""
     svc = Service(name="w", image="x", command=(), network_mode="none",

@@ -128,6 +128,10 @@ def test_healthcheck_becomes_probes(export):
             image: x
             restart: always
             healthcheck: {test: ["NONE"]}
+          d:
+            image: x
+            restart: always
+            healthcheck: {retries: 2}  # the image's test: Kubernetes does not run it
     """)
     a = r.container("a")
     probe = {"exec": {"command": ["pg_isready"]}, "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 4}
@@ -141,6 +145,10 @@ def test_healthcheck_becomes_probes(export):
     assert r.warned("services.b.healthcheck.interval") == [
         "0.5s rounded to 1s (Kubernetes counts whole seconds, at least 1)"]
     assert not {"livenessProbe", "readinessProbe", "startupProbe"} & set(r.container("c"))
+    assert r.warned("services.c.healthcheck") == []
+    assert not {"livenessProbe", "readinessProbe", "startupProbe"} & set(r.container("d"))
+    assert r.warned("services.d.healthcheck") == [
+        "no test: the image's health check, which Kubernetes does not run: no probes"]
 
 
 def test_restart_policies(export):

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from supervisor.images.archive import load
-from supervisor.images.config import image_healthcheck, parse_signal, with_image_config
+from supervisor.images.config import (effective_stack, image_healthcheck, merge_healthcheck, parse_signal,
+                                      with_image_config)
 from supervisor.images.commands import policy_max_age, should_pull
 from supervisor.images.store import ImageStoreError
 
@@ -195,8 +196,55 @@ def test_image_config_under_the_compose_keys():
     assert (s.entrypoint, s.command) == (("/other",), None)  # entrypoint: drops the image's Cmd, like compose
     hc = image_healthcheck(cfg)
     assert hc.test == ("CMD", "true") and hc.interval == 2.0 and hc.retries == 4
-    assert image_healthcheck({"Healthcheck": {"Test": ["NONE"]}}) is None
+    assert image_healthcheck({"Healthcheck": {"Test": ["NONE"]}}).disabled
+    assert image_healthcheck({}) is None
     assert parse_signal("TERM") == 15 and parse_signal("9") == 9 and parse_signal("nope") is None
+
+
+def test_healthcheck_merged_with_the_images_like_the_engine():
+    from supervisor.config.model import Healthcheck as H
+
+    image = image_healthcheck({"Healthcheck": {"Test": ["CMD", "img"], "Interval": 2_000_000_000,
+                                               "Timeout": 0, "StartPeriod": 7_000_000_000, "Retries": 4}})
+    assert image == H(test=("CMD", "img"), interval=2.0, start_period=7.0, retries=4)
+    assert merge_healthcheck(None, image) == image  # no `healthcheck:` key: the image's
+    assert merge_healthcheck(None, None) is None and merge_healthcheck(H(test=("CMD", "x")), None) == H(test=("CMD", "x"))
+    # an empty test and each unset (or zero) timing or retries take the image's; the rest wins
+    assert merge_healthcheck(H(interval=5.0, retries=0), image) == H(test=("CMD", "img"), interval=5.0,
+                                                                     start_period=7.0, retries=4)
+    assert merge_healthcheck(H(test=("CMD-SHELL", "mine")), image) == H(test=("CMD-SHELL", "mine"), interval=2.0,
+                                                                         start_period=7.0, retries=4)
+    off = merge_healthcheck(H(test=("NONE",)), image)  # `disable: true` turns the image's off
+    assert off.disabled and off.test == ("NONE",)
+    assert image_healthcheck({"Healthcheck": {"Test": ["NONE"]}}).disabled  # HEALTHCHECK NONE in the image
+    # unset timings are Docker's defaults where the check runs
+    assert H(test=("CMD", "x"), retries=0).with_defaults() == H(test=("CMD", "x"), interval=30.0, timeout=30.0,
+                                                                 retries=3, start_period=0.0, start_interval=5.0)
+
+
+def test_effective_stack_takes_the_images_healthcheck_and_stop_signal():
+    from supervisor.config.model import Healthcheck as H, Service, ServiceExtras, Stack
+
+    cfg = {"StopSignal": "SIGUSR1", "Healthcheck": {"Test": ["CMD", "img"], "Retries": 2}}
+
+    class Images:
+        def get(self, ref):
+            if ref != "x":
+                raise KeyError(ref)
+            return type("I", (), {"config": cfg})
+
+    services = {"plain": Service(name="plain", image="x"),
+                "mine": Service(name="mine", image="x", stop_signal=2, healthcheck=H(test=("NONE",))),
+                "timing": Service(name="timing", image="x", healthcheck=H(interval=1.0)),
+                "rootfs": Service(name="rootfs", image="x", x=ServiceExtras(rootfs="/r")),
+                "missing": Service(name="missing", image="y")}
+    stack = effective_stack(Stack(name="p", project_dir="/", files=(), services=services), Images())
+    s = stack.services
+    assert (s["plain"].stop_signal, s["plain"].healthcheck) == (10, H(test=("CMD", "img"), retries=2))
+    assert (s["mine"].stop_signal, s["mine"].healthcheck) == (2, H(test=("NONE",)))
+    assert s["timing"].healthcheck == H(test=("CMD", "img"), interval=1.0, retries=2)
+    assert s["rootfs"] == services["rootfs"] and s["missing"] == services["missing"]
+    assert effective_stack(stack, Images()) == stack  # applying it twice changes nothing
 
 
 def test_pull_policies(store, monkeypatch):

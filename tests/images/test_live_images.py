@@ -1,0 +1,101 @@
+"""The live-edit image gate's logic (supervisor/images/live.py) with a fake registry client and a
+fake supervisor: what an edit holds back while its image is pulled, what it hands over at once,
+what a failed pull keeps. The real thing (a loopback registry, `pysup up`): test_up_images.py."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+import attrs
+
+from supervisor.config.model import Dependency, Service, Stack
+from supervisor.images.live import LiveImages
+from supervisor.images.registry import RegistryError
+
+
+def stack(**images: str) -> Stack:
+    return Stack(name="p", project_dir="/", files=(), services={
+        name: Service(name=name, image=image, pull_policy="always", command=("x",)) for name, image in images.items()})
+
+
+class Sup:
+    def __init__(self, s: Stack):
+        self.stack = s
+        self.submitted: list[Stack] = []
+
+    def submit(self, s: Stack) -> None:
+        self.submitted.append(s)
+        self.stack = s
+
+
+class Client:
+    """Pulls that end when the test says (`release[image].set()`); image `bad:1` fails."""
+
+    def __init__(self):
+        self.pulled: list[str] = []
+        self.release: dict[str, trio.Event] = {}
+
+    def __call__(self, _registries):
+        return self
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return None
+
+    async def pull(self, ref, _store):
+        self.pulled.append(ref)
+        await self.release.setdefault(ref, trio.Event()).wait()
+        if ref == "bad:1":
+            raise RegistryError(f"image {ref}: not found in registry r (manifest unknown)")
+        return type("Image", (), {"digest": "sha256:0"})
+
+
+async def test_an_edit_is_applied_at_once_less_the_services_waiting_for_a_pull(tmp_path, capsys):
+    from supervisor.images.store import ImageStore
+
+    sup = Sup(stack(a="a:1", b="b:1"))
+    client = Client()
+    gate = LiveImages(sup, store=ImageStore(str(tmp_path / "store")), client=client)
+    async with trio.open_nursery() as n:
+        await n.start(gate.run)
+        # b changes image, c is added: both wait for their pulls; a (unchanged, even with `always`) is not pulled
+        gate.submit(stack(a="a:1", b="b:2", c="c:1"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(client.pulled) == ["b:2", "c:1"]
+        assert {n: s.image for n, s in sup.submitted[-1].services.items()} == {"a": "a:1", "b": "b:1"}
+        client.release.setdefault("c:1", trio.Event()).set()
+        await gate.wait_pulls(1)
+        assert {n: s.image for n, s in sup.submitted[-1].services.items()} == {"a": "a:1", "b": "b:1", "c": "c:1"}
+        client.release.setdefault("b:2", trio.Event()).set()
+        await gate.wait_pulls(2)
+        assert {n: s.image for n, s in sup.submitted[-1].services.items()} == {"a": "a:1", "b": "b:2", "c": "c:1"}
+        # the same file saved again: handed over, nothing pulled again
+        gate.submit(stack(a="a:1", b="b:2", c="c:1"))
+        assert len(client.pulled) == 2 and len(sup.submitted) == 4
+        # a failed pull: the service keeps what runs; the next edit tries again
+        client.release["bad:1"] = trio.Event()
+        client.release["bad:1"].set()
+        before = len(sup.submitted)
+        gate.submit(stack(a="bad:1", b="b:2", c="c:1"))
+        await gate.wait_pulls(3)
+        assert len(sup.submitted) == before + 1  # the edit (a held back), nothing after the failure
+        assert sup.submitted[-1].services["a"].image == "a:1"
+        assert "pysup: cannot pull image bad:1 for service a: not found in registry r (manifest unknown); " \
+               "keeping the running state" in capsys.readouterr().err
+        gate.submit(stack(a="bad:1", b="b:2", c="c:1"))
+        await gate.wait_pulls(4)
+        assert client.pulled.count("bad:1") == 2
+        # an added service depending on an added one that waits for its image waits with it
+        s = stack(a="a:1", b="b:2", c="c:1", d="d:1", e="a:1")
+        s = attrs.evolve(s, services={**s.services, "e": attrs.evolve(
+            s.services["e"], pull_policy="never", depends_on=(Dependency(service="d", condition="service_healthy"),))})
+        gate.submit(s)
+        await trio.testing.wait_all_tasks_blocked()
+        assert set(sup.submitted[-1].services) == {"a", "b", "c"}
+        client.release.setdefault("d:1", trio.Event()).set()
+        await gate.wait_pulls(5)
+        assert set(sup.submitted[-1].services) == {"a", "b", "c", "d", "e"}
+        n.cancel_scope.cancel()

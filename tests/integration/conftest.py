@@ -93,7 +93,7 @@ class Up:
         return self.err_path.read_text(errors="replace")
 
     def wait_for(self, pred, timeout: float = 10.0, what: str = ""):
-        """The first event (dict) matching `pred`, or, if pred takes no event, until pred() is true."""
+        """The first event (dict) of pysup's JSON log that matches `pred`."""
         deadline = time.monotonic() + timeout
         while True:
             for ev in self.events():

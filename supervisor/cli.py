@@ -222,9 +222,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not rest and image is None:  # an image may have a command of its own
         raise RunError("no command given (pysup run ... -- CMD [ARG...])")
     if args.memory or args.cpus or args.pids_limit is not None:
-        from . import log  # the cgroup driver logs; only then is structlog worth its import
+        from . import log  # the cgroup driver logs: structlog is imported when it writes a line
 
-        log.configure(_log_settings.get("format") or "console", _log_settings.get("level", "info"))
+        log.configure_lazily(_log_settings.get("format") or "console", _log_settings.get("level", "info"))
     code = run_container(RunRequest(
         rest, rootfs=args.rootfs, image=image, name=args.name, env=args.env, volumes=args.volumes, workdir=args.workdir,
         user=args.user, hostname=args.hostname, read_only=args.read_only, cap_add=args.cap_add,

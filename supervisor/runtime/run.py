@@ -226,8 +226,8 @@ def _run(req: RunRequest, cid: str, rootfs: str, lower: tuple[str, ...], host_vi
 
 
 def parse_limits(req: RunRequest) -> Any:
-    """`--memory 64m --cpus 0.5 --pids-limit 64` → config.model.Resources."""
-    from ..config.model import Resources
+    """`--memory 64m --cpus 0.5 --pids-limit 64` → config.model.Resources (from its light home)."""
+    from ..config.resources import Resources
     from .spec import UnsupportedOption, _size
 
     try:

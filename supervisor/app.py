@@ -91,6 +91,23 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
     current = stack if callable(stack) else (lambda: stack)
     anonymous_root = anonymous_volumes_dir(files)
     cache: dict[Any, tuple] = {}
+    userns_ranges: dict[str, tuple[int, int]] = {}  # container id -> its host id range, kept across restarts
+
+    def userns_range(replica: Replica, project: str) -> tuple[int, int] | None:
+        from .runtime import userns
+
+        cid = replica.container_id
+        if not userns.wanted(replica.service):
+            return None
+        if cid not in userns_ranges:
+            userns_ranges[cid], give_back = userns.range_for(project, replica.service, cid, environ=environ)
+
+            def release() -> None:
+                userns_ranges.pop(cid, None)
+                give_back()
+
+            replica.removed_hooks.append(release)  # freed when the container is removed for good
+        return userns_ranges[cid]
 
     def make(replica: Replica):
         stack = current()
@@ -103,7 +120,8 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
         try:
             spec = from_service(service, id=replica.container_id, cgroup_procs=cgroups.procs_files(replica.cgroup),
                                 volumes_dir=volumes, project_dir=stack.project_dir,
-                                volume_names=volume_names, anonymous_dir=anonymous)
+                                volume_names=volume_names, anonymous_dir=anonymous,
+                                userns_range=userns_range(replica, stack.name))
         except ValueError as exc:  # UnsupportedOption
             raise PysupError(str(exc)) from None
         for m in spec.mounts:

@@ -176,12 +176,10 @@ def _run(req: RunRequest, cid: str, rootfs: str, lower: tuple[str, ...], host_vi
             extra.append(MountSpec(type="bind", source=os.path.join(anon, str(i)), target=dst))
         if extra:
             try:
-                made = volumes.prepare(spec.replace(mounts=tuple(extra)), volumes_root=vroot,
+                volumes.prepare(spec.replace(mounts=tuple(extra)), volumes_root=vroot,
                                        anonymous=anon if anonymous else None)
                 if anonymous:  # removed with the container
                     undo.append(lambda: volumes.remove_anonymous(path=anon))
-                for d in made if uid_map else ():
-                    os.chown(d, uid_map[0][1], uid_map[0][1])  # new volumes belong to the container's root
             except (volumes.VolumeError, OSError) as e:
                 raise RunError(f"volumes: {e}") from None
         if host_view:
@@ -195,7 +193,9 @@ def _run(req: RunRequest, cid: str, rootfs: str, lower: tuple[str, ...], host_vi
             changes["writable_layer"] = False
         if uid_map:
             changes["uid_map"] = uid_map
-            changes["idmap"] = not host_view  # the image's files are the container root's
+            # idmapped layers, host view and bind mounts (volumes too): host root's files are the
+            # container root's, and what it writes is owned by host root on disk (any range reads it)
+            changes["idmap"] = True
         if req.has_limits:
             procs, remove = make_cgroup(cid, req)
             undo.append(remove)

@@ -183,12 +183,16 @@ def _warn(problems) -> None:
 
 
 def _load(args: argparse.Namespace):
+    return _loaded(args).stack
+
+
+def _loaded(args: argparse.Namespace):
     from .config.load import load
 
     loaded = load(args.files or None, project_name=args.project_name, project_dir=args.project_directory,
                   env_files=args.env_files, profiles=args.profiles)
     _warn(loaded.warnings)
-    return loaded.stack
+    return loaded
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -320,7 +324,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    stack = _load(args)
+    loaded = _loaded(args)
+    stack = loaded.stack
     import trio
 
     from . import app, log
@@ -332,7 +337,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     options = app.UpOptions(abort_on_container_exit=args.abort_on_container_exit, exit_code_from=args.exit_code_from,
                             log_prefix=not args.no_log_prefix, colour=False if args.no_color else None,
                             reload=None if "-" in (args.files or ()) else functools.partial(_reload, args),
-                            watch_files=_env_files(args, stack), metrics=args.metrics or stack.x.metrics)
+                            watch_files=_env_files(args, stack), metrics=args.metrics or stack.x.metrics,
+                            locate=loaded.locate)
     try:
         return trio.run(app.run, stack, options)
     except BaseExceptionGroup as group:  # nurseries wrap errors; a person wants the one message

@@ -104,7 +104,7 @@ def run_container(req: RunRequest, *, environ: Any = None, stdio: tuple[int, int
 
     cid = req.name or os.urandom(16).hex()  # not uuid: importing it costs ~2 ms of a one-shot start
     if req.rootfs and not os.path.isdir(req.rootfs):
-        raise RunError(f"rootfs {req.rootfs}: not a directory")
+        raise RunError(f"--rootfs {req.rootfs}: not a directory")
     try:
         images = None
         if req.image and req.image != "host" and environ is not None:
@@ -205,8 +205,8 @@ def _run(req: RunRequest, cid: str, rootfs: str, lower: tuple[str, ...], host_vi
         try:
             return run_oneshot(spec, stdio=stdio, state_root=state_root, seccomp_cache=paths.seccomp_cache_dir(environ),
                                warn=warn)
-        except RuntimeSetupError:
-            raise
+        except RuntimeSetupError as e:
+            raise name_flag(req, e) from None
         except OSError as e:
             raise RunError(f"container {cid}: {e}") from None
     except BaseException:
@@ -223,6 +223,33 @@ def _run(req: RunRequest, cid: str, rootfs: str, lower: tuple[str, ...], host_vi
                 errors.append(e)
         if errors and not failed:  # never hides the error that stopped the run
             raise RunError(f"container {cid}: clean-up: {errors[0]}")
+
+
+def name_flag(req: RunRequest, exc: RuntimeSetupError) -> RuntimeSetupError:
+    """The start failure with the option it comes from in front (`-u bob: ...`, `-v SRC:DST: ...`),
+    so a person sees which part of the command line to fix; as it is when none applies."""
+    stage = exc.stage or ""
+    flag = None
+    if stage == "rootfs":
+        flag = f"--rootfs {req.rootfs}" if req.rootfs else f"image {req.image}"
+    elif stage == "user" and req.user:
+        flag = f"-u {req.user}"
+    elif stage == "exec" and req.argv:
+        flag = f"command {req.argv[0]}"
+    elif stage.startswith("mount "):
+        target = os.path.normpath(stage[len("mount "):])
+        for opt, values in (("-v", req.volumes), ("--tmpfs", req.tmpfs)):
+            for text in values:
+                parts = text.split(":")
+                dst = parts[0] if opt == "--tmpfs" or len(parts) == 1 else parts[1]
+                if os.path.isabs(dst) and os.path.normpath(dst) == target:
+                    flag = f"{opt} {text}"
+                    break
+            if flag:
+                break
+    if flag is None:
+        return exc
+    return RuntimeSetupError(f"{flag}: {exc}", stage=stage, errno=exc.errno, container=exc.container)
 
 
 def parse_limits(req: RunRequest) -> Any:

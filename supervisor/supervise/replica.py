@@ -135,7 +135,8 @@ class Replica:
                         log.error("replica.cgroup_not_removed", cgroup=self.cgroup, error=str(exc))
                     if self.kept is not None:
                         self.kept.close()
-                    for hook in self.removed_hooks:
+                    hooks, self.removed_hooks = self.removed_hooks, []
+                    for hook in hooks:
                         try:
                             hook()
                         except Exception as exc:  # one failed clean-up does not stop the others

@@ -42,6 +42,9 @@ class UpOptions:
     reload: Any = None
     watch_files: tuple[str, ...] = ()
     metrics: str | None = None  # ADDR:PORT of a Prometheus endpoint (supervisor/control/metrics.py)
+    # `config.load.Loaded.locate` of the loaded spec: a container that does not start names the
+    # file:line:col of the key behind the failure (`located_start_error`). None: key path only.
+    locate: Any = None
 
 
 def secret_mounts(stack: Stack, service: Any, secrets_dir: str, files: ProjectFiles | None = None) -> tuple:
@@ -77,10 +80,61 @@ def anonymous_volumes_dir(files: ProjectFiles) -> str:
     return os.path.join(files.state_dir, "anonymous-volumes")
 
 
+def start_error_path(service: Any, exc: Any) -> tuple | None:
+    """The spec key a container's start failure (`RuntimeSetupError`, by its stage) comes from:
+    a missing rootfs, an unknown user, a missing command, a bad mount source; None for others."""
+    stage = exc.stage or ""
+    here = ("services", service.name)
+    if stage == "rootfs":
+        return (*here, "x-pysup", "rootfs") if service.x.rootfs else (*here, "image")
+    if stage == "user" and service.user:
+        return (*here, "user")
+    if stage == "exec":
+        return (*here, "entrypoint" if service.entrypoint else "command" if service.command else "image")
+    if stage.startswith("mount "):
+        target = os.path.normpath(stage[len("mount "):])
+        for i, v in enumerate(service.volumes):
+            if os.path.normpath(v.target) == target:
+                return (*here, "volumes", i, "source")  # a short `SRC:DST` item: the item's own place
+    return None
+
+
+class LocatedRuntime:
+    """The runtime, with a container's start failure naming its service's spec key and where it
+    is (file:line:col), like a spec error: `compose.yaml:7:11: services.web.user: user: unable to
+    find user bob ...`. Everything else is the runtime's."""
+
+    def __init__(self, runtime: Any, services: dict[str, Any], locate: Any):
+        self._runtime = runtime
+        self._services = services  # container id -> the Service it was started from (spec_builder)
+        self.locate = locate  # Loaded.locate of the current spec, or None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runtime, name)
+
+    async def start(self, spec: Any, **kw: Any) -> Any:
+        from .runtime.errors import RuntimeSetupError
+
+        try:
+            return await self._runtime.start(spec, **kw)
+        except RuntimeSetupError as exc:
+            service = self._services.get(spec.id)
+            path = start_error_path(service, exc) if service is not None else None
+            if path is None:
+                raise
+            from .errors import Problem
+
+            problem = Problem(str(exc), path=path)
+            if self.locate is not None:
+                problem = self.locate([problem])[0]
+            raise RuntimeSetupError(str(problem), stage=exc.stage, errno=exc.errno, container=exc.container) from None
+
+
 def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFiles, environ: Any = None,
-                 network: Any = None):
+                 network: Any = None, started_from: dict[str, Any] | None = None):
     """The replica → ContainerSpec function the supervisor calls before every start. `stack` may
-    be a function returning the current stack (it changes when the spec is edited)."""
+    be a function returning the current stack (it changes when the spec is edited).
+    `started_from` (container id -> Service) is filled in for `LocatedRuntime`."""
     import attrs as _attrs
 
     from .runtime.spec import from_service
@@ -91,6 +145,23 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
     current = stack if callable(stack) else (lambda: stack)
     anonymous_root = anonymous_volumes_dir(files)
     cache: dict[Any, tuple] = {}
+    userns_ranges: dict[str, tuple[int, int]] = {}  # container id -> its host id range, kept across restarts
+
+    def userns_range(replica: Replica, project: str) -> tuple[int, int] | None:
+        from .runtime import userns
+
+        cid = replica.container_id
+        if not userns.wanted(replica.service):
+            return None
+        if cid not in userns_ranges:
+            userns_ranges[cid], give_back = userns.range_for(project, replica.service, cid, environ=environ)
+
+            def release() -> None:
+                userns_ranges.pop(cid, None)
+                give_back()
+
+            replica.removed_hooks.append(release)  # freed when the container is removed for good
+        return userns_ranges[cid]
 
     def make(replica: Replica):
         stack = current()
@@ -103,7 +174,8 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
         try:
             spec = from_service(service, id=replica.container_id, cgroup_procs=cgroups.procs_files(replica.cgroup),
                                 volumes_dir=volumes, project_dir=stack.project_dir,
-                                volume_names=volume_names, anonymous_dir=anonymous)
+                                volume_names=volume_names, anonymous_dir=anonymous,
+                                userns_range=userns_range(replica, stack.name))
         except ValueError as exc:  # UnsupportedOption
             raise PysupError(str(exc)) from None
         for m in spec.mounts:
@@ -119,6 +191,8 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
             spec = _attrs.evolve(spec, mounts=spec.mounts + extra)
         files.add("containers", replica.container_id)
         files.add("cgroups", replica.cgroup)
+        if started_from is not None:
+            started_from[replica.container_id] = service
         if network is not None:  # supervisor.net.stack.StackNetwork: join the replica's prepared netns
             spec = network.decorate(replica, spec)
         return spec
@@ -165,9 +239,11 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
                     open_cgroup_events(manager, events_send) as watcher, \
                     open_stack_network(stack, files.runtime_dir) as net:
                 cgroups = ManagerCgroups(manager, watcher)
-                sup = StackSupervisor(stack, runtime=rt, cgroups=cgroups,
+                started_from: dict[str, Any] = {}
+                located = LocatedRuntime(rt, started_from, options.locate)
+                sup = StackSupervisor(stack, runtime=located, cgroups=cgroups,
                                       make_spec=spec_builder(lambda: sup.stack, cgroups, files, options.environ,
-                                                             network=net),
+                                                             network=net, started_from=started_from),
                                       console=console, log_dir=files.log_dir,
                                       abort_on_container_exit=options.abort_on_container_exit,
                                       exit_code_from=options.exit_code_from)
@@ -188,9 +264,15 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
                         from .images.live import LiveImages
                         from .supervise.watch import watch_spec
 
+                        def reload() -> Any:  # the edited spec's locations for start errors, too
+                            loaded = options.reload()
+                            if options.locate is not None:
+                                located.locate = loaded.locate
+                            return loaded
+
                         gate = LiveImages(sup, environ=options.environ)  # pulls an edit's new images first
                         await n.start(gate.run)
-                        await n.start(functools.partial(watch_spec, gate, options.reload, stack.sources,
+                        await n.start(functools.partial(watch_spec, gate, reload, stack.sources,
                                                         extra=options.watch_files))
                     code = await sup.run()
                     n.cancel_scope.cancel()

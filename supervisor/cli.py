@@ -183,12 +183,16 @@ def _warn(problems) -> None:
 
 
 def _load(args: argparse.Namespace):
+    return _loaded(args).stack
+
+
+def _loaded(args: argparse.Namespace):
     from .config.load import load
 
     loaded = load(args.files or None, project_name=args.project_name, project_dir=args.project_directory,
                   env_files=args.env_files, profiles=args.profiles)
     _warn(loaded.warnings)
-    return loaded.stack
+    return loaded
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -222,9 +226,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not rest and image is None:  # an image may have a command of its own
         raise RunError("no command given (pysup run ... -- CMD [ARG...])")
     if args.memory or args.cpus or args.pids_limit is not None:
-        from . import log  # the cgroup driver logs; only then is structlog worth its import
+        from . import log  # the cgroup driver logs: structlog is imported when it writes a line
 
-        log.configure(_log_settings.get("format") or "console", _log_settings.get("level", "info"))
+        log.configure_lazily(_log_settings.get("format") or "console", _log_settings.get("level", "info"))
     code = run_container(RunRequest(
         rest, rootfs=args.rootfs, image=image, name=args.name, env=args.env, volumes=args.volumes, workdir=args.workdir,
         user=args.user, hostname=args.hostname, read_only=args.read_only, cap_add=args.cap_add,
@@ -320,7 +324,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    stack = _load(args)
+    loaded = _loaded(args)
+    stack = loaded.stack
     import trio
 
     from . import app, log
@@ -332,7 +337,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     options = app.UpOptions(abort_on_container_exit=args.abort_on_container_exit, exit_code_from=args.exit_code_from,
                             log_prefix=not args.no_log_prefix, colour=False if args.no_color else None,
                             reload=None if "-" in (args.files or ()) else functools.partial(_reload, args),
-                            watch_files=_env_files(args, stack), metrics=args.metrics or stack.x.metrics)
+                            watch_files=_env_files(args, stack), metrics=args.metrics or stack.x.metrics,
+                            locate=loaded.locate)
     try:
         return trio.run(app.run, stack, options)
     except BaseExceptionGroup as group:  # nurseries wrap errors; a person wants the one message

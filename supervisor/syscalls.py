@@ -258,11 +258,14 @@ def open_tree(path: str, flags: int = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC) -> in
                   "open_tree", path)
 
 
-def idmap_tree(tree_fd: int, userns_fd: int) -> None:
+def idmap_tree(tree_fd: int, userns_fd: int, *, recursive: bool = False) -> None:
     """Make the detached mount `tree_fd` an idmapped mount through the user namespace `userns_fd`:
-    an id x on disk is shown as the namespace's x (Linux 5.12; overlayfs lower layers: 5.19)."""
+    an id x on disk is shown as the namespace's x (Linux 5.12; overlayfs lower layers: 5.19).
+    `recursive`: every mount of a tree cloned with AT_RECURSIVE (all must allow it, or EINVAL).
+    EINVAL also when the filesystem does not support idmapped mounts."""
     attr = _MountAttr(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
-    _check(_libc.syscall(_MOUNT_SETATTR_NR, ctypes.c_long(tree_fd), b"", ctypes.c_uint(AT_EMPTY_PATH),
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    _check(_libc.syscall(_MOUNT_SETATTR_NR, ctypes.c_long(tree_fd), b"", ctypes.c_uint(flags),
                          ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr idmap")
 
 

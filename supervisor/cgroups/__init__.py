@@ -26,12 +26,11 @@ import re
 import signal
 from typing import Literal, Protocol
 
-import attrs
-
 from supervisor.cgroups.limits import Skipped
 from supervisor.cgroups.stats import CgroupStats, StatsReader
-from supervisor.config.model import FrozenMap, Resources
+from supervisor.config.resources import FrozenMap, Resources
 from supervisor.errors import CgroupError
+from supervisor.runtime.record import field, record
 
 __all__ = [
     "CgroupError",
@@ -71,7 +70,7 @@ EFFECTS: dict[str, str] = {
 }
 
 
-@attrs.frozen
+@record
 class Mount:
     """One mounted cgroup hierarchy. `root` is the cgroup shown at `mountpoint`: "/" unless pysup
     itself runs in a cgroup namespace or sees a bind mount."""
@@ -81,13 +80,13 @@ class Mount:
     controllers: frozenset[str] = frozenset()
 
 
-@attrs.frozen
+@record
 class Host:
     """The cgroup layout of this host, from /proc/self/mountinfo."""
 
     layout: Layout
     unified: Mount | None = None  # the cgroup2 mount, if any
-    v1: FrozenMap = attrs.field(factory=FrozenMap, converter=FrozenMap)  # controller -> Mount
+    v1: FrozenMap = field(default=FrozenMap(), converter=FrozenMap)  # controller -> Mount
 
     @property
     def v1_mounts(self) -> tuple[Mount, ...]:
@@ -158,7 +157,7 @@ def detect(mountinfo: str = "/proc/self/mountinfo") -> Host:
     return parse_mountinfo(text)
 
 
-@attrs.frozen
+@record
 class Support:
     """What the host gives the chosen driver: start-up reports `describe()` once."""
 
@@ -186,7 +185,7 @@ class Support:
         return lines
 
 
-@attrs.frozen
+@record
 class EventSources:
     """The kernel files that report events for one cgroup, for `events.CgroupEventWatcher`."""
 

@@ -12,13 +12,12 @@ import os
 import stat
 from collections.abc import Callable
 
-import attrs
-import structlog
-
 from supervisor.cgroups import files
 from supervisor.errors import CgroupError
+from supervisor.log import get_logger
+from supervisor.runtime.record import record
 
-log = structlog.get_logger()
+log = get_logger()
 
 # The compose key a person wrote, for each `Resources` field: errors and warnings name these.
 # (`deploy.resources.limits.*` / `reservations.*` land in the same fields; see specs/cgroups.md.)
@@ -40,7 +39,7 @@ WEIGHT_MIN, WEIGHT_MAX, WEIGHT_DEFAULT = 1, 10_000, 100  # cgroup-v2.rst: cpu.we
 BLKIO_WEIGHT_MIN, BLKIO_WEIGHT_MAX = 10, 1000  # cgroup v1 blkio.weight and BFQ's weight range
 
 
-@attrs.frozen
+@record
 class Skipped:
     """A limit pysup could not apply because the host lacks what it needs; logged, not fatal."""
 

@@ -18,13 +18,13 @@ import errno as E
 import os
 from collections.abc import Callable, Mapping
 
-import attrs
 
 from supervisor.cgroups import files
 from supervisor.errors import CgroupError
+from supervisor.runtime.record import record
 
 
-@attrs.frozen
+@record
 class CgroupStats:
     """Counters since the cgroup was made. CPU times in microseconds, memory and I/O in bytes."""
 

@@ -18,8 +18,6 @@ import select
 import signal
 import time
 
-import structlog
-
 from supervisor.cgroups import (
     V1_CONTROLLERS,
     EventSources,
@@ -34,10 +32,11 @@ from supervisor.cgroups import (
 from supervisor.cgroups import limits as L
 from supervisor.cgroups.limits import Skipped
 from supervisor.cgroups.stats import CgroupStats, StatsReader, build_v1, read_v1, v1_files
-from supervisor.config.model import Resources
+from supervisor.config.resources import Resources
 from supervisor.errors import CgroupError
+from supervisor.log import get_logger
 
-log = structlog.get_logger()
+log = get_logger()
 
 NO_LIMITS = Resources()
 UNLIMITED = -1  # what v1 limit files take for "no limit"

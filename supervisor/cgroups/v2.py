@@ -14,8 +14,6 @@ import os
 import signal
 import time
 
-import structlog
-
 from supervisor.cgroups import (
     V2_CONTROLLERS,
     EventSources,
@@ -29,10 +27,11 @@ from supervisor.cgroups import (
 from supervisor.cgroups import limits as L
 from supervisor.cgroups.limits import Skipped
 from supervisor.cgroups.stats import CgroupStats, StatsReader, build_v2, read_v2, v2_files
-from supervisor.config.model import Resources
+from supervisor.config.resources import Resources
 from supervisor.errors import CgroupError
+from supervisor.log import get_logger
 
-log = structlog.get_logger()
+log = get_logger()
 
 # Always switched on for pysup's cgroups when the host has them (limits, stats, events need them);
 # cpuset only when a service asks for it (it costs the kernel a little on every fork).

@@ -11,47 +11,11 @@ with located errors is `config.parse`'s job.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import attrs
 
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class FrozenMap(Mapping[K, V]):
-    """An immutable, hashable, insertion-ordered mapping."""
-
-    __slots__ = ("_data", "_hash")
-
-    def __init__(self, data: Mapping[K, V] | Any = (), /):
-        self._data: dict[K, V] = dict(data)
-        self._hash: int | None = None
-
-    def __getitem__(self, key: K) -> V:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __hash__(self) -> int:
-        if self._hash is None:
-            self._hash = hash(frozenset(self._data.items()))  # equal maps hash equal, whatever the order
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, FrozenMap):
-            return self._data == other._data
-        if isinstance(other, Mapping):
-            return self._data == dict(other)
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        return f"FrozenMap({self._data!r})"
+from .resources import FrozenMap, Resources  # noqa: F401  (light: the one-shot `pysup run` path uses them)
 
 
 def _fmap(value: Any) -> FrozenMap:
@@ -118,21 +82,6 @@ class Healthcheck:
         if self.start_period is None:
             unset["start_period"] = 0.0
         return attrs.evolve(self, **unset) if unset else self
-
-
-@attrs.frozen(kw_only=True)
-class Resources:
-    """Limits the cgroup enforces. Reservations become soft limits (memory.low, cpu weight)."""
-
-    memory: int | None = attrs.field(default=None, validator=_nonneg)  # bytes, hard limit
-    memory_reservation: int | None = attrs.field(default=None, validator=_nonneg)
-    memswap: int | None = None  # memory + swap in bytes; -1: unlimited swap
-    cpus: float | None = attrs.field(default=None, validator=_nonneg)  # CPU time in cores, cpu.max
-    cpu_shares: int | None = attrs.field(default=None, validator=_nonneg)  # relative weight (v1 shares)
-    cpuset: str | None = None  # "0-1,3"
-    pids: int | None = None  # pids.max; None or -1: unlimited
-    io_weight: int | None = None  # blkio_config.weight, 10..1000
-    io_weight_device: tuple[tuple[str, int], ...] = attrs.field(default=(), converter=_tuple)
 
 
 @attrs.frozen(kw_only=True)

@@ -104,7 +104,7 @@ def run_container(req: RunRequest, *, environ: Any = None, stdio: tuple[int, int
 
     cid = req.name or os.urandom(16).hex()  # not uuid: importing it costs ~2 ms of a one-shot start
     if req.rootfs and not os.path.isdir(req.rootfs):
-        raise RunError(f"rootfs {req.rootfs}: not a directory")
+        raise RunError(f"--rootfs {req.rootfs}: not a directory")
     try:
         images = None
         if req.image and req.image != "host" and environ is not None:
@@ -176,12 +176,10 @@ def _run(req: RunRequest, cid: str, rootfs: str, lower: tuple[str, ...], host_vi
             extra.append(MountSpec(type="bind", source=os.path.join(anon, str(i)), target=dst))
         if extra:
             try:
-                made = volumes.prepare(spec.replace(mounts=tuple(extra)), volumes_root=vroot,
+                volumes.prepare(spec.replace(mounts=tuple(extra)), volumes_root=vroot,
                                        anonymous=anon if anonymous else None)
                 if anonymous:  # removed with the container
                     undo.append(lambda: volumes.remove_anonymous(path=anon))
-                for d in made if uid_map else ():
-                    os.chown(d, uid_map[0][1], uid_map[0][1])  # new volumes belong to the container's root
             except (volumes.VolumeError, OSError) as e:
                 raise RunError(f"volumes: {e}") from None
         if host_view:
@@ -195,7 +193,9 @@ def _run(req: RunRequest, cid: str, rootfs: str, lower: tuple[str, ...], host_vi
             changes["writable_layer"] = False
         if uid_map:
             changes["uid_map"] = uid_map
-            changes["idmap"] = not host_view  # the image's files are the container root's
+            # idmapped layers, host view and bind mounts (volumes too): host root's files are the
+            # container root's, and what it writes is owned by host root on disk (any range reads it)
+            changes["idmap"] = True
         if req.has_limits:
             procs, remove = make_cgroup(cid, req)
             undo.append(remove)
@@ -205,8 +205,8 @@ def _run(req: RunRequest, cid: str, rootfs: str, lower: tuple[str, ...], host_vi
         try:
             return run_oneshot(spec, stdio=stdio, state_root=state_root, seccomp_cache=paths.seccomp_cache_dir(environ),
                                warn=warn)
-        except RuntimeSetupError:
-            raise
+        except RuntimeSetupError as e:
+            raise name_flag(req, e) from None
         except OSError as e:
             raise RunError(f"container {cid}: {e}") from None
     except BaseException:
@@ -225,9 +225,36 @@ def _run(req: RunRequest, cid: str, rootfs: str, lower: tuple[str, ...], host_vi
             raise RunError(f"container {cid}: clean-up: {errors[0]}")
 
 
+def name_flag(req: RunRequest, exc: RuntimeSetupError) -> RuntimeSetupError:
+    """The start failure with the option it comes from in front (`-u bob: ...`, `-v SRC:DST: ...`),
+    so a person sees which part of the command line to fix; as it is when none applies."""
+    stage = exc.stage or ""
+    flag = None
+    if stage == "rootfs":
+        flag = f"--rootfs {req.rootfs}" if req.rootfs else f"image {req.image}"
+    elif stage == "user" and req.user:
+        flag = f"-u {req.user}"
+    elif stage == "exec" and req.argv:
+        flag = f"command {req.argv[0]}"
+    elif stage.startswith("mount "):
+        target = os.path.normpath(stage[len("mount "):])
+        for opt, values in (("-v", req.volumes), ("--tmpfs", req.tmpfs)):
+            for text in values:
+                parts = text.split(":")
+                dst = parts[0] if opt == "--tmpfs" or len(parts) == 1 else parts[1]
+                if os.path.isabs(dst) and os.path.normpath(dst) == target:
+                    flag = f"{opt} {text}"
+                    break
+            if flag:
+                break
+    if flag is None:
+        return exc
+    return RuntimeSetupError(f"{flag}: {exc}", stage=stage, errno=exc.errno, container=exc.container)
+
+
 def parse_limits(req: RunRequest) -> Any:
-    """`--memory 64m --cpus 0.5 --pids-limit 64` → config.model.Resources."""
-    from ..config.model import Resources
+    """`--memory 64m --cpus 0.5 --pids-limit 64` → config.model.Resources (from its light home)."""
+    from ..config.resources import Resources
     from .spec import UnsupportedOption, _size
 
     try:

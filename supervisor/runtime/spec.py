@@ -103,8 +103,10 @@ class ContainerSpec:
     netns: str | None = None
     # A user namespace when set: (container id, host id, count) ranges, like OCI's linux.uidMappings.
     uid_map: tuple[tuple[int, int, int], ...] = field(default=(), converter=_triples)
-    # With a user namespace: show the rootfs and image layers through idmapped mounts, so files owned
-    # by host root are the container's root's (writable through the writable layer), not nobody's.
+    # With a user namespace: show the rootfs and image layers (image: host, the host's tree) and the
+    # bind mounts' sources through idmapped mounts, so files owned by host root are the container's
+    # root's (writable through the writable layer), not nobody's; a filesystem that cannot be
+    # idmapped is used as it is, with a warning.
     idmap: bool = False
     gid_map: tuple[tuple[int, int, int], ...] = field(default=(), converter=_triples)  # () : as uid_map
     capabilities: tuple[str, ...] = field(default=(), converter=_tuple)  # final set, "CAP_..." names
@@ -308,7 +310,9 @@ def from_service(service: Any, *, id: str, rootfs: str | None = None, cgroup_pro
         if getattr(service, attr):
             raise unsupported(what)
     uid_map: tuple[tuple[int, int, int], ...] = ()
-    if service.userns_mode not in (None, "", "host") or service.x.userns:
+    from .userns import wanted
+
+    if wanted(service):
         if userns_range is None:
             raise unsupported("a user namespace without a host id range (userns_range)")
         uid_map = ((0, userns_range[0], userns_range[1]),)
@@ -350,7 +354,7 @@ def from_service(service: Any, *, id: str, rootfs: str | None = None, cgroup_pro
     return ContainerSpec(
         id=id, rootfs=root, argv=argv, env=tuple(service.environment.items()), cwd=service.working_dir or "/",
         user=service.user, hostname=hostname, domainname=service.domainname, read_only=service.read_only or host_view,
-        writable_layer=not host_view, lower_layers=lower, idmap=bool(uid_map) and not host_view,
+        writable_layer=not host_view, lower_layers=lower, idmap=bool(uid_map),
         mounts=tuple(mounts), host_pid=service.pid == "host", host_net=mode == "host", host_ipc=service.ipc == "host",
         capabilities=resolve_capabilities(service.cap_add, service.cap_drop, service.privileged),
         uid_map=uid_map, privileged=service.privileged, no_new_privs=nnp, seccomp=seccomp, rlimits=rlimits, init=service.init,

@@ -134,16 +134,27 @@ class _Record:
 
 
 def allocate(container: str, *, size: int = SIZE, environ: Mapping[str, str] | None = None,
-             owner_pid: int | None = None, subuid: str = "/etc/subuid", subgid: str = "/etc/subgid") -> tuple[int, int]:
+             owner_pid: int | None = None, subuid: str = "/etc/subuid", subgid: str = "/etc/subgid",
+             holder: str | None = None) -> tuple[int, int]:
     """A free (first, count) host range for `container`, recorded until `release(container)` or
-    until `owner_pid` (default: this process) is gone. The same container twice: UsernsError."""
+    until `owner_pid` (default: this process) is gone. The same container twice: UsernsError.
+
+    With `holder`, `container` names a range shared by several holders (`x-pysup.userns: true`:
+    the replicas of one service): the first holder allocates it, later ones (of the same owner)
+    join it, and it is freed when the last one releases it."""
     ranges, source = host_ranges(subuid, subgid)
     pid = owner_pid or os.getpid()
     rec = _Record(environ)
     with rec as data:
         for name in [n for n, e in data.items() if not _alive(e)]:
             del data[name]  # the owner died without releasing: reclaimed
-        if container in data:
+        entry = data.get(container)
+        if entry is not None and holder is not None and "holders" in entry and entry.get("pid") == pid:
+            if holder not in entry["holders"]:
+                entry["holders"].append(holder)
+                rec.save()
+            return entry["first"], entry["count"]
+        if entry is not None:
             raise UsernsError(f"container {container} has a user namespace range already")
         used = sorted((e["first"], e["first"] + e["count"]) for e in data.values())
         for first, count in ranges:
@@ -158,18 +169,30 @@ def allocate(container: str, *, size: int = SIZE, environ: Mapping[str, str] | N
             if cand + size <= end:
                 data[container] = {"first": cand, "count": size, "pid": pid, "start": _start_time(pid),
                                    "source": source}
+                if holder is not None:
+                    data[container]["holders"] = [holder]
                 rec.save()
                 return cand, size
         raise UsernsError(f"no free range of {size} host ids left for a user namespace ({source}: "
                           f"{', '.join(f'{f}+{c}' for f, c in ranges)}; {len(data)} in use)")
 
 
-def release(container: str, *, environ: Mapping[str, str] | None = None) -> None:
-    """Free the range of `container` (missing is fine)."""
+def release(container: str, *, environ: Mapping[str, str] | None = None, holder: str | None = None) -> None:
+    """Free the range of `container` (missing is fine); with `holder`, only that holder's share:
+    the range goes with its last holder."""
     rec = _Record(environ)
     with rec as data:
-        if data.pop(container, None) is not None:
-            rec.save()
+        entry = data.get(container)
+        if entry is None:
+            return
+        if holder is not None and "holders" in entry:
+            if holder in entry["holders"]:
+                entry["holders"].remove(holder)
+            if entry["holders"]:
+                rec.save()
+                return
+        del data[container]
+        rec.save()
 
 
 def allocations(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -180,4 +203,29 @@ def allocations(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 def wanted(service: Any) -> bool:
     """Does a compose service ask for a user namespace (`userns_mode` other than host, or
     `x-pysup.userns: true|auto`)?"""
-    return service.userns_mode not in (None, "", "host") or bool(service.x.userns)
+    if service.userns_mode == "host":
+        return False
+    return service.userns_mode not in (None, "") or bool(service.x.userns)
+
+
+def per_container(service: Any) -> bool:
+    """`auto` (`x-pysup.userns: auto`, `userns_mode: auto`): a range of its own for every container
+    (replica), like podman's --userns=auto. Otherwise one range per service, shared by its replicas."""
+    return service.x.userns == "auto" or service.userns_mode == "auto"
+
+
+def range_for(project: str, service: Any, container: str, *, environ: Mapping[str, str] | None = None) -> tuple[
+        tuple[int, int], Any]:
+    """The host range of one container of a `pysup up` stack, and the call that gives it back
+    (when the container is removed): `auto` allocates `container` its own; otherwise the
+    service's range (`<project>/<service>`) is joined."""
+    if per_container(service):
+        name, holder = container, None
+    else:
+        name, holder = f"service:{project}/{service.name}", container
+    got = allocate(name, environ=environ, holder=holder)
+
+    def give_back() -> None:
+        release(name, environ=environ, holder=holder)
+
+    return got, give_back

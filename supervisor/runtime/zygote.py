@@ -111,17 +111,25 @@ def rootfs_options(spec: ContainerSpec, state_dir: str | None = None) -> R.Rootf
         ]
     masked = () if spec.privileged else (spec.masked_paths if spec.masked_paths is not None else R.DEFAULT_MASKED_PATHS)
     ro = () if spec.privileged else (spec.readonly_paths if spec.readonly_paths is not None else R.DEFAULT_READONLY_PATHS)
-    rootfs, lower = spec.rootfs, spec.lower_layers
+    rootfs, lower, mounts, host_root = spec.rootfs, spec.lower_layers, spec.mounts, "/"
     if idmapped(spec) and state_dir:  # the idmapped copies the parent attached (idmap_layers)
-        rootfs, *rest = (os.path.join(state_dir, "idmap", str(i)) for i in range(1 + len(lower)))
-        lower = tuple(rest)
-    return R.RootfsOptions(rootfs=rootfs, read_only=spec.read_only, mounts=spec.mounts, masked_paths=masked,
+        base = os.path.join(state_dir, "idmap")
+        if spec.rootfs == "/":
+            host_root = os.path.join(base, "0")
+        else:
+            rootfs, *rest = (os.path.join(base, str(i)) for i in range(1 + len(lower)))
+            lower = tuple(rest)
+        # a bind mount's idmapped copy exists when its filesystem allowed it (else: a warning)
+        mounts = tuple(m.replace(source=os.path.join(base, f"b{i}"))
+                       if m.type == "bind" and os.path.lexists(os.path.join(base, f"b{i}")) else m
+                       for i, m in enumerate(mounts))
+    return R.RootfsOptions(rootfs=rootfs, read_only=spec.read_only, mounts=mounts, masked_paths=masked,
                            readonly_paths=ro, generated_files=tuple(generated), generated_dir=etc_dir,
                            sysctls=spec.sysctls, init_binary=spec.init_path if spec.init else None,
                            layer_dir=os.path.join(state_dir, "layer") if state_dir and spec.writable_layer
                            else None, lower_layers=lower,
                            mount_dir=os.path.join(state_dir, "root") if state_dir else None,
-                           host_view=spec.rootfs == "/")
+                           host_view=spec.rootfs == "/", host_root=host_root)
 
 
 def loopback_up() -> None:
@@ -571,13 +579,14 @@ def clone_container(spec: ContainerSpec, stdio: list[int], bpf: bytes | None, fl
             _report(sync_w, _fail_from("init", e).to_dict())
             os._exit(1)
         child_main(spec, stdio, sync_w, bpf)
-    os.close(sync_w)
     if spec.uid_map:
         os.close(go_r)
         try:
-            setup_user_namespace(pid, spec)
+            for w in setup_user_namespace(pid, spec):  # reported like the child's own warnings
+                os.write(sync_w, json.dumps({"warning": w}).encode() + b"\n")
             os.write(go_w, b"1")
         except BaseException as e:
+            os.close(sync_w)
             os.close(sync_r)
             try:
                 os.kill(pid, 9)
@@ -588,6 +597,7 @@ def clone_container(spec: ContainerSpec, stdio: list[int], bpf: bytes | None, fl
             raise f from None
         finally:
             os.close(go_w)
+    os.close(sync_w)
     return pid, sync_r
 
 
@@ -599,28 +609,99 @@ def _host_id(maps: tuple[tuple[int, int, int], ...], inner: int) -> int | None:
 
 
 def idmapped(spec: ContainerSpec) -> bool:
-    return bool(spec.idmap and spec.uid_map and spec.rootfs != "/")
+    return bool(spec.idmap and spec.uid_map)
 
 
-def idmap_layers(pid: int, spec: ContainerSpec) -> None:
-    """The parent's part of `idmap`: each layer (rootfs, then lower_layers) cloned as a detached
-    mount (open_tree), idmapped through the child's user namespace, and attached at
-    <state_dir>/idmap/<n> inside the child's mount namespace (setns there and back: this process
-    is single-threaded). Only host root can make them; the child uses them as its layers."""
+# image: host: what the view replaces with its own mounts; the host's mounts there are not carried
+HOST_VIEW_REPLACED = ("/proc", "/sys", "/dev", "/run", "/tmp", "/var/tmp")
+_IDMAP_UNSUPPORTED = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM)
+
+
+def host_view_mountpoints(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, str]]:
+    """(mountpoint, fstype) of the host's tree an `image: host` view shows, parents first: "/"
+    and every mount below it outside HOST_VIEW_REPLACED, each once."""
+    out: dict[str, str] = {}
+    with open(mountinfo) as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            mp = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+            if mp != "/" and any(mp == r or mp.startswith(r + "/") for r in HOST_VIEW_REPLACED):
+                continue
+            out[mp] = fields[sep + 1]
+    return sorted(out.items(), key=lambda kv: (kv[0] != "/", kv[0].count("/")))
+
+
+def idmap_layers(pid: int, spec: ContainerSpec) -> list[str]:
+    """The parent's part of `idmap`: each layer (rootfs, then lower_layers; for `image: host` each
+    mount of the host's tree) and each bind mount's source cloned as a detached mount (open_tree),
+    idmapped through the child's user namespace, and attached at <state_dir>/idmap/<n> (bind
+    mount n: idmap/b<n>) inside the child's mount namespace (setns there and back: this process
+    is single-threaded). Only host root can make them; the child uses them instead of the
+    originals. A filesystem that refuses idmapping: a bind mount is used as it is, a host mount
+    attached as it is; either way a warning (returned) says its files show host ids inside."""
     base = os.path.join(spec.state_dir, "idmap")
     fds: list[int] = []
+    warnings: list[str] = []
     try:
         os.mkdir(base, 0o711)
         userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         fds.append(userns)
         trees = []
-        for i, layer in enumerate((spec.rootfs, *spec.lower_layers)):
-            target = os.path.join(base, str(i))
-            os.mkdir(target, 0o755)
-            tree = S.open_tree(layer)
+        if spec.rootfs == "/":
+            plain = []
+            for mp, fstype in host_view_mountpoints():
+                try:
+                    tree = S.open_tree(mp)
+                except OSError:
+                    continue  # gone, or hidden under another mount
+                fds.append(tree)
+                try:
+                    S.idmap_tree(tree, userns)
+                except OSError as e:
+                    if e.errno not in _IDMAP_UNSUPPORTED:
+                        raise
+                    plain.append(f"{mp} ({fstype})")
+                target = os.path.join(base, "0") + (mp if mp != "/" else "")
+                if mp == "/":
+                    os.mkdir(target, 0o755)
+                trees.append((tree, target))
+            if plain:
+                warnings.append(f"image: host in a user namespace: {', '.join(plain)} cannot be idmapped; "
+                                "files there owned by host users show as nobody (65534) inside")
+        else:
+            for i, layer in enumerate((spec.rootfs, *spec.lower_layers)):
+                target = os.path.join(base, str(i))
+                os.mkdir(target, 0o755)
+                tree = S.open_tree(layer)
+                fds.append(tree)
+                S.idmap_tree(tree, userns)
+                trees.append((tree, target))
+        for i, m in enumerate(spec.mounts):
+            if m.type != "bind" or not m.source:
+                continue
+            try:
+                tree = S.open_tree(m.source, S.OPEN_TREE_CLONE | S.OPEN_TREE_CLOEXEC
+                                   | (S.AT_RECURSIVE if m.recursive else 0))
+            except OSError:
+                continue  # a missing source: the child's mount reports it, with the mount's name
             fds.append(tree)
-            S.idmap_tree(tree, userns)
+            try:
+                S.idmap_tree(tree, userns, recursive=m.recursive)
+            except OSError as e:
+                if e.errno not in _IDMAP_UNSUPPORTED:
+                    raise
+                warnings.append(f"bind mount {m.source} -> {m.target}: its filesystem cannot be idmapped "
+                                f"({os.strerror(e.errno or 0)}); files owned by host users show as nobody (65534) inside")
+                continue
+            target = os.path.join(base, f"b{i}")
+            if os.path.isdir(m.source):
+                os.mkdir(target, 0o755)
+            else:
+                os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
             trees.append((tree, target))
+        if not trees:
+            return warnings
         theirs = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         fds.append(theirs)
         ours = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
@@ -639,10 +720,12 @@ def idmap_layers(pid: int, spec: ContainerSpec) -> None:
     finally:
         for fd in fds:
             os.close(fd)
+    return warnings
 
 
-def setup_user_namespace(pid: int, spec: ContainerSpec) -> None:
-    """The parent's half of a user namespace start: id maps, cgroups, state directory ownership."""
+def setup_user_namespace(pid: int, spec: ContainerSpec) -> list[str]:
+    """The parent's half of a user namespace start: id maps, cgroups, state directory ownership,
+    idmapped mounts. Returns warnings for the start's report."""
     for name, maps in (("uid_map", spec.uid_map), ("gid_map", spec.gid_map or spec.uid_map)):
         stage = f"write {name}"
         try:
@@ -660,7 +743,8 @@ def setup_user_namespace(pid: int, spec: ContainerSpec) -> None:
     if spec.state_dir and uid is not None and gid is not None:
         os.chown(spec.state_dir, uid, gid)  # the namespace's root makes its layer and /etc files there
     if spec.state_dir and idmapped(spec):
-        idmap_layers(pid, spec)
+        return idmap_layers(pid, spec)
+    return []
 
 
 def handle_start(sock: socket.socket, msg: dict, fds: list[int], filters: dict, spare: Spare | None) -> Spare | None:

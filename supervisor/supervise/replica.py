@@ -76,6 +76,7 @@ class Replica:
         self.kept = ContainerLog(os.path.join(log_dir, f"{project}-{service.name}-{index}.log")) if log_dir else None
         self.notify = notify
         self.on_exit = on_exit
+        self.removed_hooks: list[Callable[[], None]] = []  # run once when the replica is gone for good
         self.status = ReplicaStatus(service.name, index, self.container_id)
         self.tracker = RestartTracker(service.restart, backoff or Backoff(),
                                       restart_on_unhealthy=service.x.restart_on_unhealthy)
@@ -134,6 +135,12 @@ class Replica:
                         log.error("replica.cgroup_not_removed", cgroup=self.cgroup, error=str(exc))
                     if self.kept is not None:
                         self.kept.close()
+                    hooks, self.removed_hooks = self.removed_hooks, []
+                    for hook in hooks:
+                        try:
+                            hook()
+                        except Exception as exc:  # one failed clean-up does not stop the others
+                            log.error("replica.cleanup_failed", error=str(exc))
                     if self.status.state not in (S.EXITED, S.OOM_KILLED):
                         if self.status.state is not S.STOPPING:
                             self.status.to(S.STOPPING)

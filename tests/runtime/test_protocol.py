@@ -158,6 +158,20 @@ def test_from_service_user_namespace_needs_a_range():
     with pytest.raises(UnsupportedOption, match="userns_range"):
         from_service(svc, id="x")
     assert from_service(svc, id="x", userns_range=(300000, 65536)).uid_map == ((0, 300000, 65536),)
+    assert from_service(svc, id="x", userns_range=(300000, 65536)).idmap
+    # userns_mode: host wins over x-pysup.userns
+    host = Service(name="s", command=("true",), userns_mode="host", x=ServiceExtras(rootfs="/r", userns="auto"))
+    assert from_service(host, id="x").uid_map == ()
+
+
+def test_userns_auto_is_per_container_true_per_service():
+    from supervisor.runtime import userns
+
+    auto = Service(name="s", command=("true",), x=ServiceExtras(rootfs="/r", userns="auto"))
+    shared = Service(name="s", command=("true",), x=ServiceExtras(rootfs="/r", userns=True))
+    mode = Service(name="s", command=("true",), userns_mode="auto", x=ServiceExtras(rootfs="/r"))
+    assert userns.per_container(auto) and userns.per_container(mode) and not userns.per_container(shared)
+    assert all(userns.wanted(s) for s in (auto, shared, mode))
 
 
 def test_namespace_flags_and_id_maps():

@@ -93,5 +93,60 @@ def test_pysup_run_userns_auto(scratch, busybox_rootfs):
     assert lines[2:] == ["0", "wrote", "readable", "0", "image-writable"]
     with open(os.path.join(busybox_rootfs, "etc/passwd")) as f:
         assert "changed" not in f.read(), "the rootfs itself was written"
-    assert os.stat(state / "volumes" / "pysup-test-uvol" / "x").st_uid == int(lines[0].split()[1])
+    # volumes are idmapped too: what the container's root writes is host root's on disk, so a
+    # container with any other range reads it as its own root's
+    assert os.stat(state / "volumes" / "pysup-test-uvol" / "x").st_uid == 0
     assert U.allocations({"PYSUP_STATE_DIR": str(state)}) == {}
+
+
+def _run(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    e = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), "PYSUP_STATE_DIR": str(tmp_path / "state"),
+         "PYSUP_RUNTIME_DIR": str(tmp_path / "run")}
+    return subprocess.run([sys.executable, "-m", "supervisor", "run", "--rm", "--userns", "auto", *args],
+                          capture_output=True, text=True, env=e, timeout=60, cwd=str(REPO))
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/bin/busybox"), reason="needs root and busybox")
+def test_userns_bind_mounts_and_host_view_are_idmapped(scratch, busybox_rootfs):
+    host_file = scratch / "owned-by-root"
+    host_file.write_text("x\n")
+    os.chown(host_file, 0, 0)
+    os.chown(scratch, 0, 0)
+    r = _run(scratch, "--rootfs", busybox_rootfs, "-v", f"{scratch}:/dir", "-v", f"{host_file}:/file:ro", "--",
+             "/bin/sh", "-c", "cat /proc/self/uid_map; stat -c %u /dir /dir/owned-by-root /file; "
+             "touch /dir/made && echo wrote")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[0::2] == ["0", "65536"] and int(lines[0].split()[1]) > 0
+    assert lines[1:] == ["0", "0", "0", "wrote"], r.stderr
+    assert os.stat(scratch / "made").st_uid == 0 and "warning" not in r.stderr
+    # image: host: the host's files are the container root's, and the view stays read-only
+    r = _run(scratch, "host", "--", "/bin/sh", "-c", "id -u; stat -c %u /etc/passwd /usr/bin; "
+             "touch /usr/pysup-test-x 2>/dev/null || echo read-only")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["0", "0", "0", "read-only"], r.stderr
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/bin/busybox"), reason="needs root and busybox")
+def test_userns_a_filesystem_that_cannot_be_idmapped_is_bound_as_is_with_a_warning(scratch, busybox_rootfs):
+    # sysfs has no idmapped mounts (FS_ALLOW_IDMAP): the bind works, its root-owned files are nobody's
+    r = _run(scratch, "--rootfs", busybox_rootfs, "-v", "/sys/kernel:/k:ro", "--", "/bin/stat", "-c", "%u", "/k")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["65534"]
+    assert "bind mount /sys/kernel -> /k: its filesystem cannot be idmapped" in r.stderr
+
+
+def test_a_shared_range_goes_with_its_last_holder(tmp_path, env):
+    f = files(tmp_path, "root:100000:196608\n", "root:100000:196608\n")
+    a = U.allocate("service:p/web", holder="p-web-1", environ=env, **f)
+    assert U.allocate("service:p/web", holder="p-web-2", environ=env, **f) == a  # joined, not a new range
+    other = U.allocate("p-db-1", environ=env, **f)
+    assert other != a
+    U.release("service:p/web", holder="p-web-1", environ=env)
+    assert U.allocations(env)["service:p/web"]["holders"] == ["p-web-2"]
+    U.release("service:p/web", holder="p-web-2", environ=env)
+    assert sorted(U.allocations(env)) == ["p-db-1"]
+    with pytest.raises(U.UsernsError, match="already"):  # a per-container range is never joined
+        U.allocate("p-db-1", holder="p-db-2", environ=env, **f)

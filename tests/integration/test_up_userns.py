@@ -1,0 +1,88 @@
+"""User namespaces under `pysup up`: `x-pysup.userns: auto` gives every container a host id range
+of its own, `true` one per service; ranges are recorded while the containers live and freed when
+they are removed; host root's files bound into the container are its root's (idmapped mounts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import UpEnv
+
+pytestmark = pytest.mark.root
+
+STACK = """
+services:
+  auto:
+    x-pysup: {rootfs: ROOTFS, userns: auto}
+    deploy: {replicas: 2}
+    stop_grace_period: 300ms
+    command: ["/bin/sh", "-c", "echo map $$(cat /proc/self/uid_map); echo owner $$(stat -c %u /hostfile); echo done; exec sleep 60"]
+    volumes: ["HOSTFILE:/hostfile:ro"]
+  shared:
+    x-pysup: {rootfs: ROOTFS, userns: true}
+    deploy: {replicas: 2}
+    stop_grace_period: 300ms
+    command: ["/bin/sh", "-c", "echo map $$(cat /proc/self/uid_map); echo done; exec sleep 60"]
+"""
+
+
+@pytest.fixture
+def userns_env(rootfs):
+    # 0755 all the way: a user namespace's root reaches its own state directory through here
+    d = Path(tempfile.mkdtemp(prefix="pysup-test-userns-"))
+    os.chmod(d, 0o755)
+    e = UpEnv(d, rootfs)
+    try:
+        yield e
+    finally:
+        for u in e.ups:
+            if u.proc.poll() is None:
+                u.proc.send_signal(signal.SIGINT)
+                try:
+                    u.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    u.proc.kill()
+                    u.proc.wait()
+        try:
+            e.assert_clean()
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _maps(out: str) -> dict[str, tuple[int, int, int]]:
+    return {m[1]: (int(m[2]), int(m[3]), int(m[4])) for m in re.finditer(r"^(\S+) *\| map (\d+) (\d+) (\d+)$", out, re.M)}
+
+
+def test_auto_ranges_are_disjoint_per_container_and_freed(userns_env):
+    hostfile = userns_env.tmp / "hostfile"
+    hostfile.write_text("host root's\n")
+    os.chown(hostfile, 0, 0)
+    u = userns_env.up(STACK.replace("HOSTFILE", str(hostfile)))
+    names = ("auto-1", "auto-2", "shared-1", "shared-2")
+    u.wait_for(lambda _e: all(re.search(rf"^{n} *\| done$", u.stdout(), re.M) for n in names), timeout=30,
+               what="all four started")
+    maps = _maps(u.stdout())
+    assert set(maps) == set(names), u.stdout()
+    assert all(inside == 0 and count == 65536 for inside, _host, count in maps.values())
+    host = {n: maps[n][1] for n in names}
+    assert host["shared-1"] == host["shared-2"]  # `true`: one range per service
+    ranges = [(host[n], host[n] + 65536) for n in ("auto-1", "auto-2", "shared-1")]
+    for i, (a, b) in enumerate(ranges):  # `auto`: a range of its own, overlapping no other
+        assert all(b <= c or d <= a for c, d in ranges[i + 1:]), ranges
+    # the bind-mounted file of host root is the container root's (an idmapped mount)
+    assert re.findall(r"^auto-\d *\| owner (\d+)$", u.stdout(), re.M) == ["0", "0"]
+    record = json.loads((userns_env.tmp / "state" / "userns" / "allocations.json").read_text())
+    assert sorted(v["first"] for v in record.values()) == sorted({host[n] for n in names})
+    assert all(v["pid"] == u.proc.pid for v in record.values())
+    assert u.stop() == 0
+    record = json.loads((userns_env.tmp / "state" / "userns" / "allocations.json").read_text())
+    assert record == {}, "ranges are freed with their containers"

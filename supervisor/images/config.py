@@ -19,21 +19,22 @@ Standard library only (and attrs, already loaded with the model).
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
 _NS = 1_000_000_000
 
 
 def parse_signal(value: Any) -> int | None:
+    """An image's StopSignal as moby reads it (`config.units.parse_signal`: "SIGRTMIN+3", as
+    systemd images have, included), or None (unset, or no signal of this system)."""
+    from ..config.units import UnitError, parse_signal as parse
+
     if value is None or value == "":
         return None
-    text = str(value).strip().upper()
-    if text.isdigit():
-        return int(text)
-    name = text if text.startswith("SIG") else f"SIG{text}"
-    sig = getattr(signal, name, None)
-    return int(sig) if isinstance(sig, signal.Signals) else None
+    try:
+        return parse(str(value).strip())
+    except UnitError:
+        return None
 
 
 def with_image_config(service: Any, config: dict[str, Any] | None) -> Any:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tarfile
@@ -199,6 +200,8 @@ def test_image_config_under_the_compose_keys():
     assert image_healthcheck({"Healthcheck": {"Test": ["NONE"]}}).disabled
     assert image_healthcheck({}) is None
     assert parse_signal("TERM") == 15 and parse_signal("9") == 9 and parse_signal("nope") is None
+    # moby's names, realtime included (systemd images: STOPSIGNAL SIGRTMIN+3); no such signal: unset
+    assert parse_signal("SIGRTMIN+3") == signal.SIGRTMIN + 3 and parse_signal("999") is None
 
 
 def test_healthcheck_merged_with_the_images_like_the_engine():

@@ -7,6 +7,7 @@ pull names the image and the service and keeps the running state."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +26,8 @@ MS = 1_000_000  # the image config's durations are nanoseconds
 def images(registry, shared_busybox_rootfs, tmp_path_factory):
     """Images in the registry: `one` (HEALTHCHECK test -f /tmp/ok every 100 ms, 2 retries;
     STOPSIGNAL SIGUSR1), `two` (the same, plus /etc/which saying "two"), `three` (USER 65534,
-    WORKDIR /home/app, an Entrypoint and Cmd printing them)."""
+    WORKDIR /home/app, an Entrypoint and Cmd printing them), `rt` (STOPSIGNAL SIGRTMIN+3, as
+    systemd images have)."""
     d = tmp_path_factory.mktemp("pysup-test-up-images")
     base = tar_of_dir(shared_busybox_rootfs)
     config = {"Cmd": ["sh", "-c", "exec sleep 1000"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
@@ -37,9 +39,11 @@ def images(registry, shared_busybox_rootfs, tmp_path_factory):
     make_oci_layout(d / "three", [base], tag="3", config={
         "Entrypoint": ["sh", "-c"], "Cmd": ["echo $(id -u) in $(pwd) with $V"], "User": "65534",
         "WorkingDir": "/home/app", "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "V=image"]})
+    make_oci_layout(d / "rt", [base], tag="rt", config={**config, "StopSignal": "SIGRTMIN+3"})
     registry.push(d / "one", repo, "1")
     registry.push(d / "two", repo, "2")
     registry.push(d / "three", repo, "3")
+    registry.push(d / "rt", repo, "rt")
     return f"{registry.host}/{repo}"
 
 
@@ -112,17 +116,23 @@ def test_the_images_stop_signal_stops_a_service_without_stop_signal(env, images)
             healthcheck: {{disable: true}}
             stop_signal: SIGQUIT
             stop_grace_period: 20s
+          realtime:  # the image's STOPSIGNAL SIGRTMIN+3 is signal 37 (glibc's SIGRTMIN is 34)
+            image: {images}:rt
+            command: ["sh", "-c", "trap 'echo RTMIN+3 caught; exit 0' 37; sleep 1000 & wait"]
+            healthcheck: {{disable: true}}
+            stop_grace_period: 5s  # SIGTERM (ignored by the trap) would end in a SIGKILL, not a hung test
     """)
-    for s in ("image-signal", "own-signal"):
+    for s in ("image-signal", "own-signal", "realtime"):
         u.wait_event("replica.started", container=f"{p}-{s}-1")
     time.sleep(0.3)  # the shells have set their traps
     t0 = time.monotonic()
     assert u.stop() == 0
     assert time.monotonic() - t0 < 15  # neither waited out its grace period
     stops = {e["container"]: e["signal"] for e in u.events() if e.get("event") == "replica.stopping"}
-    assert stops == {f"{p}-image-signal-1": "SIGUSR1", f"{p}-own-signal-1": "SIGQUIT"}, stops
+    assert stops == {f"{p}-image-signal-1": "SIGUSR1", f"{p}-own-signal-1": "SIGQUIT",
+                     f"{p}-realtime-1": f"signal {int(signal.SIGRTMIN) + 3}"}, stops
     assert u.count("replica.killing") == 0
-    assert "USR1 caught" in u.stdout() and "QUIT caught" in u.stdout(), u.stdout()
+    assert all(f"{s} caught" in u.stdout() for s in ("USR1", "QUIT", "RTMIN+3")), u.stdout()
 
 
 def until(u, pred, timeout, what):

@@ -122,6 +122,8 @@ class LiveImages:
         desired = effective_stack(attrs.evolve(stack, services=services), self.store)
         if held:
             log.info("reload.waiting_for_images", services=sorted(held), images=sorted(set(held.values())))
+        # while a held service's pull runs, the stack is not done even if every replica has ended
+        self.sup.edits_pending(any(image in self._pulling for image in held.values()))
         if not edit and desired == self.applied:
             return
         self.applied = desired

@@ -23,6 +23,10 @@ class Sup:
     def __init__(self, s: Stack):
         self.stack = s
         self.submitted: list[Stack] = []
+        self.pending = False  # an edit waits for a pull: the stack must not end
+
+    def edits_pending(self, pending: bool) -> None:
+        self.pending = pending
 
     def submit(self, s: Stack) -> None:
         self.submitted.append(s)
@@ -66,12 +70,15 @@ async def test_an_edit_is_applied_at_once_less_the_services_waiting_for_a_pull(t
         await trio.testing.wait_all_tasks_blocked()
         assert sorted(client.pulled) == ["b:2", "c:1"]
         assert {n: s.image for n, s in sup.submitted[-1].services.items()} == {"a": "a:1", "b": "b:1"}
+        assert sup.pending
         client.release.setdefault("c:1", trio.Event()).set()
         await gate.wait_pulls(1)
         assert {n: s.image for n, s in sup.submitted[-1].services.items()} == {"a": "a:1", "b": "b:1", "c": "c:1"}
+        assert sup.pending  # b:2 still
         client.release.setdefault("b:2", trio.Event()).set()
         await gate.wait_pulls(2)
         assert {n: s.image for n, s in sup.submitted[-1].services.items()} == {"a": "a:1", "b": "b:2", "c": "c:1"}
+        assert not sup.pending
         # the same file saved again: handed over, nothing pulled again
         gate.submit(stack(a="a:1", b="b:2", c="c:1"))
         assert len(client.pulled) == 2 and len(sup.submitted) == 4
@@ -83,6 +90,7 @@ async def test_an_edit_is_applied_at_once_less_the_services_waiting_for_a_pull(t
         await gate.wait_pulls(3)
         assert len(sup.submitted) == before + 1  # the edit (a held back), nothing after the failure
         assert sup.submitted[-1].services["a"].image == "a:1"
+        assert not sup.pending  # a failed pull: nothing is on its way until the next edit
         assert "pysup: cannot pull image bad:1 for service a: not found in registry r (manifest unknown); " \
                "keeping the running state" in capsys.readouterr().err
         gate.submit(stack(a="bad:1", b="b:2", c="c:1"))

@@ -226,3 +226,69 @@ def test_the_images_user_workdir_env_and_cmd_under_the_compose_keys(env, images)
     r = subprocess.run([sys.executable, "-m", "supervisor", "run", "--rm", "-u", "0", "-w", "/", "-e", "V=cli",
                         f"{images}:3"], capture_output=True, text=True, env=env.env, cwd=env.tmp, timeout=60)
     assert (r.returncode, r.stdout) == (0, "0 in / with cli\n"), r.stderr
+
+
+class HeldRegistry:
+    """A loopback "registry" that answers nothing until `release()`, then 404 to everything: a pull
+    from it lasts as long as the test wants, then fails."""
+
+    def __init__(self):
+        import socketserver
+        import threading
+
+        released = self.released = threading.Event()
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                released.wait(60)
+                try:
+                    self.request.settimeout(5)
+                    self.request.recv(65536)
+                    self.request.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                except OSError:
+                    pass
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def release(self):
+        self.released.set()
+
+    def close(self):
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_stack_does_not_end_while_an_edit_waits_for_an_image(env):
+    """Every replica left has ended for good (the stack would be done), but the edit that removed
+    the last running one also added a service whose image is being pulled: pysup waits for the
+    pull; once it has failed, nothing is left to run and the stack ends."""
+    held = HeldRegistry()
+    try:
+        done = """
+  done:
+    x-pysup: {rootfs: ROOTFS}
+    command: ["true"]
+"""
+        u = env.up("services:" + done.replace("ROOTFS", env.rootfs) + """
+  running:
+    x-pysup: {rootfs: ROOTFS}
+    command: ["sleep", "1000"]
+    stop_grace_period: 100ms
+""".replace("ROOTFS", env.rootfs))
+        u.wait_event("replica.started", container=f"{env.project}-running-1")
+        u.wait_event("replica.exited", container=f"{env.project}-done-1")
+        save(env, "services:" + done + f"  late:\n    image: {held.host}/pysup-held:1\n    command: [sleep, '1000']\n")
+        u.wait_event("reload.waiting_for_images", services=["late"])
+        u.wait_event("replica.stopped", container=f"{env.project}-running-1")
+        u.wait_event("reconcile.done")
+        held.release()
+        u.wait_event("image.pull_failed", image=f"{held.host}/pysup-held:1", timeout=30)
+        assert u.wait(30) == 0
+        events = [e.get("event") for e in u.events()]
+        assert events.index("image.pull_failed") < events.index("up.all_exited"), events
+    finally:
+        held.close()

@@ -122,19 +122,24 @@ def effective_stack(stack: Any, images: Any = None) -> Any:
 def image_healthcheck(config: dict[str, Any] | None) -> Any:
     """The image's Healthcheck as a model `Healthcheck` (test ("NONE",): disabled), or None (none)."""
     hc = (config or {}).get("Healthcheck")
-    if not hc:
+    if not hc or not isinstance(hc, dict):
         return None
-    test = tuple(hc.get("Test") or ())
+    test = hc.get("Test") or ()
+    if not isinstance(test, (list, tuple)) or not all(isinstance(t, str) for t in test):
+        return None  # not a Healthcheck the engine would read (it refuses such a config)
     from ..config.model import Healthcheck
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0  # 0: unset
 
     timing = {}
     for key, attr in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
                       ("StartInterval", "start_interval")):
-        if hc.get(key):  # nanoseconds; 0: unset
+        if number(hc.get(key)):  # nanoseconds
             timing[attr] = hc[key] / _NS
-    if hc.get("Retries"):
+    if number(hc.get("Retries")):
         timing["retries"] = int(hc["Retries"])
-    return Healthcheck(test=test, **timing)
+    return Healthcheck(test=tuple(test), **timing)
 
 
 def image_config(ref: str, images: Any = None) -> dict[str, Any] | None:

@@ -77,8 +77,8 @@ class LiveImages:
         if image is None:
             return None
         old = self.applied.services.get(name)
-        if old is not None and old.image == service.image:
-            return None  # its image did not change: pulled (or not) when it was added
+        if old is not None and old.image == service.image and self.store.find(image) is not None:
+            return None  # its image did not change and is here: pulled (or not) when it was added
         if image in self._pulling or image in self._failed:
             return image
         if image in self._fresh:

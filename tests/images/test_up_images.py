@@ -292,3 +292,30 @@ def test_the_stack_does_not_end_while_an_edit_waits_for_an_image(env):
         assert events.index("image.pull_failed") < events.index("up.all_exited"), events
     finally:
         held.close()
+
+
+def test_an_edit_to_pull_policy_pulls_the_missing_image_of_an_unchanged_image(env, images):
+    """`pull_policy: never` with the image not in the store: the service cannot start. Saving it
+    with `pull_policy: missing` (its image: unchanged) pulls the image, then starts it."""
+    p = env.project
+    keep = """
+  keep:
+    x-pysup: {rootfs: ROOTFS}
+    command: ["sleep", "1000"]
+    stop_grace_period: 100ms
+"""
+    web = """
+  web:
+    image: IMAGE
+    pull_policy: POLICY
+    command: ["sh", "-c", "echo web runs; exec sleep 1000"]
+    healthcheck: {disable: true}
+    stop_grace_period: 100ms
+""".replace("IMAGE", f"{images}:2")
+    u = env.up("services:" + keep.replace("ROOTFS", env.rootfs) + web.replace("POLICY", "never"))
+    u.wait_event("replica.started", container=f"{p}-keep-1")
+    u.wait_event("replica.start_failed", container=f"{p}-web-1")
+    save(env, "services:" + keep + web.replace("POLICY", "missing"))
+    u.wait_event("image.pulled", image=f"{images}:2", timeout=30)
+    until(u, lambda: "web runs" in u.stdout(), 20, "web started")
+    assert u.stop() == 0

@@ -19,21 +19,22 @@ Standard library only (and attrs, already loaded with the model).
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
 _NS = 1_000_000_000
 
 
 def parse_signal(value: Any) -> int | None:
+    """An image's StopSignal as moby reads it (`config.units.parse_signal`: "SIGRTMIN+3", as
+    systemd images have, included), or None (unset, or no signal of this system)."""
+    from ..config.units import UnitError, parse_signal as parse
+
     if value is None or value == "":
         return None
-    text = str(value).strip().upper()
-    if text.isdigit():
-        return int(text)
-    name = text if text.startswith("SIG") else f"SIG{text}"
-    sig = getattr(signal, name, None)
-    return int(sig) if isinstance(sig, signal.Signals) else None
+    try:
+        return parse(str(value).strip())
+    except UnitError:
+        return None
 
 
 def with_image_config(service: Any, config: dict[str, Any] | None) -> Any:
@@ -121,19 +122,24 @@ def effective_stack(stack: Any, images: Any = None) -> Any:
 def image_healthcheck(config: dict[str, Any] | None) -> Any:
     """The image's Healthcheck as a model `Healthcheck` (test ("NONE",): disabled), or None (none)."""
     hc = (config or {}).get("Healthcheck")
-    if not hc:
+    if not hc or not isinstance(hc, dict):
         return None
-    test = tuple(hc.get("Test") or ())
+    test = hc.get("Test") or ()
+    if not isinstance(test, (list, tuple)) or not all(isinstance(t, str) for t in test):
+        return None  # not a Healthcheck the engine would read (it refuses such a config)
     from ..config.model import Healthcheck
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0  # 0: unset
 
     timing = {}
     for key, attr in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
                       ("StartInterval", "start_interval")):
-        if hc.get(key):  # nanoseconds; 0: unset
+        if number(hc.get(key)):  # nanoseconds
             timing[attr] = hc[key] / _NS
-    if hc.get("Retries"):
+    if number(hc.get("Retries")):
         timing["retries"] = int(hc["Retries"])
-    return Healthcheck(test=test, **timing)
+    return Healthcheck(test=tuple(test), **timing)
 
 
 def image_config(ref: str, images: Any = None) -> dict[str, Any] | None:

@@ -77,8 +77,8 @@ class LiveImages:
         if image is None:
             return None
         old = self.applied.services.get(name)
-        if old is not None and old.image == service.image:
-            return None  # its image did not change: pulled (or not) when it was added
+        if old is not None and old.image == service.image and self.store.find(image) is not None:
+            return None  # its image did not change and is here: pulled (or not) when it was added
         if image in self._pulling or image in self._failed:
             return image
         if image in self._fresh:
@@ -122,6 +122,8 @@ class LiveImages:
         desired = effective_stack(attrs.evolve(stack, services=services), self.store)
         if held:
             log.info("reload.waiting_for_images", services=sorted(held), images=sorted(set(held.values())))
+        # while a held service's pull runs, the stack is not done even if every replica has ended
+        self.sup.edits_pending(any(image in self._pulling for image in held.values()))
         if not edit and desired == self.applied:
             return
         self.applied = desired

@@ -200,7 +200,9 @@ def choose_manifest(index: dict[str, Any], plat: tuple[str, str, str | None]) ->
     os_, arch, variant = plat
     best = None
     for m in index.get("manifests") or []:
-        p = m.get("platform") or {}
+        if not isinstance(m, dict):
+            continue
+        p = m.get("platform") if isinstance(m.get("platform"), dict) else {}
         if p.get("os") != os_ or p.get("architecture") != arch:
             continue
         if variant and p.get("variant") not in (None, variant):
@@ -431,6 +433,8 @@ class RegistryClient:
             manifest = json.loads(body)
         except ValueError:
             raise _Fail(f"registry {endpoint}: the manifest is not JSON", fatal=True) from None
+        if not isinstance(manifest, dict):
+            raise _Fail(f"registry {endpoint}: the manifest is not a JSON object", fatal=True)
         media = manifest.get("mediaType") or resp.headers.get("content-type", "").split(";")[0].strip()
         if media not in INDEX_TYPES + MANIFEST_TYPES:
             if "manifests" in manifest:
@@ -539,13 +543,24 @@ class RegistryClient:
                 os_, arch, variant = self.platform
                 plat = "/".join(p for p in (os_, arch, variant) if p)
                 raise _Fail(f"no manifest for this platform ({plat}) in the image index", fatal=True)
+            chosen = _descriptor(chosen, "the image index's entry", endpoint)
             manifest, media, digest2 = await self._manifest(endpoint, ref, chosen["digest"])
             if digest2 != chosen["digest"]:
                 raise _Fail(f"manifest digest mismatch (expected {chosen['digest']}, got {digest2})", fatal=True)
             if media in INDEX_TYPES:
                 raise _Fail("nested image index", fatal=True)
-        config = json.loads(await self._blob_bytes(endpoint, ref, manifest["config"]))
         layers = manifest.get("layers") or []
+        if not isinstance(layers, list):
+            raise _Fail(f"registry {endpoint}: malformed manifest (layers is not a list)", fatal=True)
+        layers = [_descriptor(d, f"layer {i}", endpoint) for i, d in enumerate(layers)]
+        blob = await self._blob_bytes(endpoint, ref, _descriptor(manifest.get("config"), "config", endpoint))
+        try:
+            config = json.loads(blob)
+        except ValueError:
+            config = None
+        if not isinstance(config, dict) or not isinstance(config.get("config") or {}, dict):
+            raise _Fail(f"registry {endpoint}: the image config is not a JSON object with a config object",
+                        fatal=True)
         limiter = trio.CapacityLimiter(PARALLEL_LAYERS)
         who = f"image {ref.familiar}"
         try:
@@ -579,6 +594,16 @@ class RegistryClient:
                     _rmtree(work)  # not in a thread: an await here would not run when cancelled
         finally:
             os.close(fd)  # releases the flock
+
+
+def _descriptor(d: Any, what: str, endpoint: str) -> dict[str, Any]:
+    """A manifest's descriptor ({"digest": "sha256:...", "size": N, ...}), or a one-line failure
+    (a registry's malformed answer is an error naming the image, not a traceback)."""
+    if not isinstance(d, dict) or not isinstance(d.get("digest"), str):
+        raise _Fail(f"registry {endpoint}: malformed manifest ({what} has no digest)", fatal=True)
+    if "size" in d and (not isinstance(d["size"], int) or isinstance(d["size"], bool)):
+        raise _Fail(f"registry {endpoint}: malformed manifest ({what}: size is not a number)", fatal=True)
+    return d
 
 
 def _unknown_host(e: BaseException) -> bool:

@@ -85,6 +85,9 @@ class StackSupervisor:
         # (service, index) stopped through the control API (`pysup stop`): stays stopped until
         # started (unless-stopped semantics); the stack does not end while one is held
         self.held: set[tuple[str, int]] = set()
+        # an edit held back before it reaches `submit` (images.live: services waiting for a pull):
+        # the stack does not end meanwhile (`edits_pending`)
+        self.pending_edit = False
         if console is not None and not console.width:
             console.width = max((len(f"{n}-{s.replicas}") for n, s in stack.services.items()), default=0)
 
@@ -193,7 +196,7 @@ class StackSupervisor:
         def finished() -> bool:
             rs = self.all_replicas()
             return (self._started_services >= set(self.stack.services) and bool(rs) and not self.reconciling
-                    and self._desired is None and not self.retiring and not self.held
+                    and self._desired is None and not self.retiring and not self.held and not self.pending_edit
                     and all(r.done.is_set() or (r.status.gave_up is not None) for r in rs))
 
         if not any(s.replicas for s in self.stack.services.values()):
@@ -313,6 +316,13 @@ class StackSupervisor:
                         n.start_soon(self._stop_replica, r)
 
     # --- live reconcile ------------------------------------------------------------------------
+
+    def edits_pending(self, pending: bool) -> None:
+        """Whether part of a newer spec is still on its way (held back by `images.live` while an
+        image is pulled): the stack does not end as "every replica exited" meanwhile."""
+        if pending != self.pending_edit:
+            self.pending_edit = pending
+            self._notify()
 
     def submit(self, stack: Stack) -> None:
         """A newer spec to converge to (applied after the running reconcile; only the newest)."""

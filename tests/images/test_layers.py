@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tarfile
@@ -199,6 +200,8 @@ def test_image_config_under_the_compose_keys():
     assert image_healthcheck({"Healthcheck": {"Test": ["NONE"]}}).disabled
     assert image_healthcheck({}) is None
     assert parse_signal("TERM") == 15 and parse_signal("9") == 9 and parse_signal("nope") is None
+    # moby's names, realtime included (systemd images: STOPSIGNAL SIGRTMIN+3); no such signal: unset
+    assert parse_signal("SIGRTMIN+3") == signal.SIGRTMIN + 3 and parse_signal("999") is None
 
 
 def test_healthcheck_merged_with_the_images_like_the_engine():
@@ -217,6 +220,11 @@ def test_healthcheck_merged_with_the_images_like_the_engine():
     off = merge_healthcheck(H(test=("NONE",)), image)  # `disable: true` turns the image's off
     assert off.disabled and off.test == ("NONE",)
     assert image_healthcheck({"Healthcheck": {"Test": ["NONE"]}}).disabled  # HEALTHCHECK NONE in the image
+    # a malformed one (from a loaded archive or a registry) is ignored, not a crash of every reload
+    assert image_healthcheck({"Healthcheck": "curl x"}) is None
+    assert image_healthcheck({"Healthcheck": {"Test": "curl x"}}) is None
+    assert image_healthcheck({"Healthcheck": {"Test": ["CMD", "x"], "Interval": "5s", "Retries": "two",
+                                              "Timeout": True}}) == H(test=("CMD", "x"))
     # unset timings are Docker's defaults where the check runs
     assert H(test=("CMD", "x"), retries=0).with_defaults() == H(test=("CMD", "x"), interval=30.0, timeout=30.0,
                                                                  retries=3, start_period=0.0, start_interval=5.0)

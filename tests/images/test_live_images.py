@@ -23,6 +23,10 @@ class Sup:
     def __init__(self, s: Stack):
         self.stack = s
         self.submitted: list[Stack] = []
+        self.pending = False  # an edit waits for a pull: the stack must not end
+
+    def edits_pending(self, pending: bool) -> None:
+        self.pending = pending
 
     def submit(self, s: Stack) -> None:
         self.submitted.append(s)
@@ -45,12 +49,20 @@ class Client:
     async def __aexit__(self, *exc):
         return None
 
-    async def pull(self, ref, _store):
+    async def pull(self, ref, store):
         self.pulled.append(ref)
         await self.release.setdefault(ref, trio.Event()).wait()
         if ref == "bad:1":
             raise RegistryError(f"image {ref}: not found in registry r (manifest unknown)")
-        return type("Image", (), {"digest": "sha256:0"})
+        return have(store, ref)
+
+
+def have(store, ref):
+    """`ref` in the store (no layers: the gate only looks it up)."""
+    from supervisor.images.reference import parse
+
+    r = parse(ref)
+    return store.add_image(r.name, r.tag, layers=[], config={}, digest="sha256:0", source=ref)
 
 
 async def test_an_edit_is_applied_at_once_less_the_services_waiting_for_a_pull(tmp_path, capsys):
@@ -58,7 +70,9 @@ async def test_an_edit_is_applied_at_once_less_the_services_waiting_for_a_pull(t
 
     sup = Sup(stack(a="a:1", b="b:1"))
     client = Client()
-    gate = LiveImages(sup, store=ImageStore(str(tmp_path / "store")), client=client)
+    store = ImageStore(str(tmp_path / "store"))
+    have(store, "a:1"), have(store, "b:1")  # what runs was pulled at start-up
+    gate = LiveImages(sup, store=store, client=client)
     async with trio.open_nursery() as n:
         await n.start(gate.run)
         # b changes image, c is added: both wait for their pulls; a (unchanged, even with `always`) is not pulled
@@ -66,12 +80,15 @@ async def test_an_edit_is_applied_at_once_less_the_services_waiting_for_a_pull(t
         await trio.testing.wait_all_tasks_blocked()
         assert sorted(client.pulled) == ["b:2", "c:1"]
         assert {n: s.image for n, s in sup.submitted[-1].services.items()} == {"a": "a:1", "b": "b:1"}
+        assert sup.pending
         client.release.setdefault("c:1", trio.Event()).set()
         await gate.wait_pulls(1)
         assert {n: s.image for n, s in sup.submitted[-1].services.items()} == {"a": "a:1", "b": "b:1", "c": "c:1"}
+        assert sup.pending  # b:2 still
         client.release.setdefault("b:2", trio.Event()).set()
         await gate.wait_pulls(2)
         assert {n: s.image for n, s in sup.submitted[-1].services.items()} == {"a": "a:1", "b": "b:2", "c": "c:1"}
+        assert not sup.pending
         # the same file saved again: handed over, nothing pulled again
         gate.submit(stack(a="a:1", b="b:2", c="c:1"))
         assert len(client.pulled) == 2 and len(sup.submitted) == 4
@@ -83,6 +100,7 @@ async def test_an_edit_is_applied_at_once_less_the_services_waiting_for_a_pull(t
         await gate.wait_pulls(3)
         assert len(sup.submitted) == before + 1  # the edit (a held back), nothing after the failure
         assert sup.submitted[-1].services["a"].image == "a:1"
+        assert not sup.pending  # a failed pull: nothing is on its way until the next edit
         assert "pysup: cannot pull image bad:1 for service a: not found in registry r (manifest unknown); " \
                "keeping the running state" in capsys.readouterr().err
         gate.submit(stack(a="bad:1", b="b:2", c="c:1"))
@@ -98,4 +116,17 @@ async def test_an_edit_is_applied_at_once_less_the_services_waiting_for_a_pull(t
         client.release.setdefault("d:1", trio.Event()).set()
         await gate.wait_pulls(5)
         assert set(sup.submitted[-1].services) == {"a", "b", "c", "d", "e"}
+        # an unchanged service whose image is not in the store (`never` until now) is pulled
+        # when its policy allows it
+        s = stack(a="a:1", b="b:1", f="f:1")
+        s = attrs.evolve(s, services={**s.services, "f": attrs.evolve(s.services["f"], pull_policy="never")})
+        gate.submit(s)
+        await trio.testing.wait_all_tasks_blocked()
+        assert "f:1" not in client.pulled and set(sup.submitted[-1].services) == {"a", "b", "f"}
+        gate.submit(stack(a="a:1", b="b:1", f="f:1"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.pulled.count("f:1") == 1 and sup.submitted[-1].services["f"].pull_policy == "never"
+        client.release.setdefault("f:1", trio.Event()).set()
+        await gate.wait_pulls(6)
+        assert sup.submitted[-1].services["f"].pull_policy == "always"
         n.cancel_scope.cancel()

@@ -123,3 +123,35 @@ async def test_an_interrupted_layer_download_resumes(store, honour_range):
     img = await pull(fake, store)
     assert fake.ranges == [None, want]
     assert (Path(store.layer_path(img.layers[0])) / "hello").read_text() == "x" * 5000
+
+
+def _malformed(fake: FakeRegistry, case: str) -> None:
+    manifest = json.loads(fake.manifest)
+    if case == "no config":
+        del manifest["config"]
+    elif case == "layer without digest":
+        manifest["layers"] = [{"size": 3}]
+    elif case == "layers not a list":
+        manifest["layers"] = {"digest": sha(fake.layer)}
+    elif case == "size not a number":
+        manifest["layers"][0]["size"] = "big"
+    elif case == "manifest a list":
+        manifest = [manifest]
+    elif case in ("config not JSON", "config a list", "config.config a string"):
+        fake.config = {"config not JSON": b"{nope", "config a list": b"[]",
+                       "config.config a string": b'{"config": "x"}'}[case]
+        manifest["config"].update(digest=sha(fake.config), size=len(fake.config))
+    fake.manifest = json.dumps(manifest).encode()
+
+
+@pytest.mark.parametrize("case", ["no config", "layer without digest", "layers not a list", "size not a number",
+                                  "manifest a list", "config not JSON", "config a list", "config.config a string"])
+async def test_a_malformed_manifest_or_config_is_one_line_not_a_traceback(store, case):
+    """A registry's malformed answer is a RegistryError naming the image (a KeyError escaping
+    would end a running `pysup up` when a live edit pulls: images.live catches RegistryError)."""
+    fake = FakeRegistry()
+    _malformed(fake, case)
+    with pytest.raises(RegistryError) as e:
+        await pull(fake, store)
+    assert str(e.value).startswith("image reg.test/team/app:1: registry reg.test: "), str(e.value)
+    assert store.list() == []

@@ -7,6 +7,7 @@ pull names the image and the service and keeps the running state."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +26,8 @@ MS = 1_000_000  # the image config's durations are nanoseconds
 def images(registry, shared_busybox_rootfs, tmp_path_factory):
     """Images in the registry: `one` (HEALTHCHECK test -f /tmp/ok every 100 ms, 2 retries;
     STOPSIGNAL SIGUSR1), `two` (the same, plus /etc/which saying "two"), `three` (USER 65534,
-    WORKDIR /home/app, an Entrypoint and Cmd printing them)."""
+    WORKDIR /home/app, an Entrypoint and Cmd printing them), `rt` (STOPSIGNAL SIGRTMIN+3, as
+    systemd images have)."""
     d = tmp_path_factory.mktemp("pysup-test-up-images")
     base = tar_of_dir(shared_busybox_rootfs)
     config = {"Cmd": ["sh", "-c", "exec sleep 1000"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
@@ -37,9 +39,11 @@ def images(registry, shared_busybox_rootfs, tmp_path_factory):
     make_oci_layout(d / "three", [base], tag="3", config={
         "Entrypoint": ["sh", "-c"], "Cmd": ["echo $(id -u) in $(pwd) with $V"], "User": "65534",
         "WorkingDir": "/home/app", "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "V=image"]})
+    make_oci_layout(d / "rt", [base], tag="rt", config={**config, "StopSignal": "SIGRTMIN+3"})
     registry.push(d / "one", repo, "1")
     registry.push(d / "two", repo, "2")
     registry.push(d / "three", repo, "3")
+    registry.push(d / "rt", repo, "rt")
     return f"{registry.host}/{repo}"
 
 
@@ -112,17 +116,23 @@ def test_the_images_stop_signal_stops_a_service_without_stop_signal(env, images)
             healthcheck: {{disable: true}}
             stop_signal: SIGQUIT
             stop_grace_period: 20s
+          realtime:  # the image's STOPSIGNAL SIGRTMIN+3 is signal 37 (glibc's SIGRTMIN is 34)
+            image: {images}:rt
+            command: ["sh", "-c", "trap 'echo RTMIN+3 caught; exit 0' 37; sleep 1000 & wait"]
+            healthcheck: {{disable: true}}
+            stop_grace_period: 5s  # SIGTERM (ignored by the trap) would end in a SIGKILL, not a hung test
     """)
-    for s in ("image-signal", "own-signal"):
+    for s in ("image-signal", "own-signal", "realtime"):
         u.wait_event("replica.started", container=f"{p}-{s}-1")
     time.sleep(0.3)  # the shells have set their traps
     t0 = time.monotonic()
     assert u.stop() == 0
     assert time.monotonic() - t0 < 15  # neither waited out its grace period
     stops = {e["container"]: e["signal"] for e in u.events() if e.get("event") == "replica.stopping"}
-    assert stops == {f"{p}-image-signal-1": "SIGUSR1", f"{p}-own-signal-1": "SIGQUIT"}, stops
+    assert stops == {f"{p}-image-signal-1": "SIGUSR1", f"{p}-own-signal-1": "SIGQUIT",
+                     f"{p}-realtime-1": f"signal {int(signal.SIGRTMIN) + 3}"}, stops
     assert u.count("replica.killing") == 0
-    assert "USR1 caught" in u.stdout() and "QUIT caught" in u.stdout(), u.stdout()
+    assert all(f"{s} caught" in u.stdout() for s in ("USR1", "QUIT", "RTMIN+3")), u.stdout()
 
 
 def until(u, pred, timeout, what):
@@ -216,3 +226,96 @@ def test_the_images_user_workdir_env_and_cmd_under_the_compose_keys(env, images)
     r = subprocess.run([sys.executable, "-m", "supervisor", "run", "--rm", "-u", "0", "-w", "/", "-e", "V=cli",
                         f"{images}:3"], capture_output=True, text=True, env=env.env, cwd=env.tmp, timeout=60)
     assert (r.returncode, r.stdout) == (0, "0 in / with cli\n"), r.stderr
+
+
+class HeldRegistry:
+    """A loopback "registry" that answers nothing until `release()`, then 404 to everything: a pull
+    from it lasts as long as the test wants, then fails."""
+
+    def __init__(self):
+        import socketserver
+        import threading
+
+        released = self.released = threading.Event()
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                released.wait(60)
+                try:
+                    self.request.settimeout(5)
+                    self.request.recv(65536)
+                    self.request.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                except OSError:
+                    pass
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def release(self):
+        self.released.set()
+
+    def close(self):
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_stack_does_not_end_while_an_edit_waits_for_an_image(env):
+    """Every replica left has ended for good (the stack would be done), but the edit that removed
+    the last running one also added a service whose image is being pulled: pysup waits for the
+    pull; once it has failed, nothing is left to run and the stack ends."""
+    held = HeldRegistry()
+    try:
+        done = """
+  done:
+    x-pysup: {rootfs: ROOTFS}
+    command: ["true"]
+"""
+        u = env.up("services:" + done.replace("ROOTFS", env.rootfs) + """
+  running:
+    x-pysup: {rootfs: ROOTFS}
+    command: ["sleep", "1000"]
+    stop_grace_period: 100ms
+""".replace("ROOTFS", env.rootfs))
+        u.wait_event("replica.started", container=f"{env.project}-running-1")
+        u.wait_event("replica.exited", container=f"{env.project}-done-1")
+        save(env, "services:" + done + f"  late:\n    image: {held.host}/pysup-held:1\n    command: [sleep, '1000']\n")
+        u.wait_event("reload.waiting_for_images", services=["late"])
+        u.wait_event("replica.stopped", container=f"{env.project}-running-1")
+        u.wait_event("reconcile.done")
+        held.release()
+        u.wait_event("image.pull_failed", image=f"{held.host}/pysup-held:1", timeout=30)
+        assert u.wait(30) == 0
+        events = [e.get("event") for e in u.events()]
+        assert events.index("image.pull_failed") < events.index("up.all_exited"), events
+    finally:
+        held.close()
+
+
+def test_an_edit_to_pull_policy_pulls_the_missing_image_of_an_unchanged_image(env, images):
+    """`pull_policy: never` with the image not in the store: the service cannot start. Saving it
+    with `pull_policy: missing` (its image: unchanged) pulls the image, then starts it."""
+    p = env.project
+    keep = """
+  keep:
+    x-pysup: {rootfs: ROOTFS}
+    command: ["sleep", "1000"]
+    stop_grace_period: 100ms
+"""
+    web = """
+  web:
+    image: IMAGE
+    pull_policy: POLICY
+    command: ["sh", "-c", "echo web runs; exec sleep 1000"]
+    healthcheck: {disable: true}
+    stop_grace_period: 100ms
+""".replace("IMAGE", f"{images}:2")
+    u = env.up("services:" + keep.replace("ROOTFS", env.rootfs) + web.replace("POLICY", "never"))
+    u.wait_event("replica.started", container=f"{p}-keep-1")
+    u.wait_event("replica.start_failed", container=f"{p}-web-1")
+    save(env, "services:" + keep + web.replace("POLICY", "missing"))
+    u.wait_event("image.pulled", image=f"{images}:2", timeout=30)
+    until(u, lambda: "web runs" in u.stdout(), 20, "web started")
+    assert u.stop() == 0

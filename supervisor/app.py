@@ -169,6 +169,7 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
                 log.info("up.starting", project=stack.name, services=len(stack.services))
                 async with trio.open_nursery() as n:
                     n.start_soon(_signals, sup)
+                    await n.start(console.run)  # container output, off the trio loop
                     if net is not None:  # DNS servers; replicas' networks are removed as they end
                         await n.start(net.run)
                     from .control import protocol as control_protocol, server as control

@@ -9,8 +9,8 @@ runtime directories. Once every replica has started and a few seconds have passe
 RSS and PSS (shared pages split between their users) of pysup's process and of its zygote (and of
 the idle spare the zygote keeps cloned ahead, a container-to-be); the sum of the RSS, and pysup's
 RSS plus the zygote's private pages (what the two take together, shared pages counted once); then
-pysup's CPU (user + system of both) over `--window` seconds as a share of one core. Targets (issue 5): under 60 MB RSS in all, under 2 %
-of one core, no helper process per container. Peers (issue 5, measured on this kind of host):
+pysup's CPU (user + system of both) over `--window` seconds as a share of one core. Targets
+(issue 5): under 60 MB RSS in all, under 2 % of one core, no helper process per container. Peers (issue 5, measured on this kind of host):
 supervisord 26 MB and circusd 33 MB for 100 plain processes; podman a 2 MB conmon per container.
 """
 

@@ -323,9 +323,10 @@ def prepare_filter(spec: ContainerSpec, filters: dict) -> bytes | None:
 
 
 def _compile_apart(profile: dict | None, capabilities: tuple[str, ...], no_new_privs: bool) -> bytes:
-    """Resolve and compile a filter (`profile` None: Docker's default) in a forked child, which sends back the BPF: pyseccomp (with
-    ctypes.util, subprocess, ...) and the parsed profile never enter the zygote, whose memory every
-    container start copies from and which lives as long as pysup (~3 MB). Raises Failure."""
+    """Resolve and compile a filter (`profile` None: Docker's default) in a forked child, which
+    sends back the BPF: pyseccomp (with ctypes.util, subprocess, ...) and the parsed profile never
+    enter the zygote, whose memory every container start copies from and which lives as long as
+    pysup (~3 MB). Raises Failure."""
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:

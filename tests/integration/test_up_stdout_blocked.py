@@ -35,7 +35,8 @@ def test_a_blocked_stdout_drops_terminal_lines_but_supervision_and_logs_go_on(up
         services:
           chatty:
             x-pysup: {rootfs: ROOTFS}
-            command: ["sh", "-c", "i=0; while [ $$i -lt 40000 ]; do echo \\"line $$i padding-padding-padding-padding\\"; i=$$((i+1)); done; sleep 1000"]
+            command: ["sh", "-c", "i=0; while [ $$i -lt 40000 ]; do echo \\"line $$i padding-padding-padding-padding\\";
+                               i=$$((i+1)); done; sleep 1000"]
             stop_signal: SIGKILL
           crasher:
             x-pysup: {rootfs: ROOTFS}

@@ -250,6 +250,7 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
                 log.info("up.starting", project=stack.name, services=len(stack.services))
                 async with trio.open_nursery() as n:
                     n.start_soon(_signals, sup)
+                    await n.start(console.run)  # container output, off the trio loop
                     if net is not None:  # DNS servers; replicas' networks are removed as they end
                         await n.start(net.run)
                     from .control import protocol as control_protocol, server as control
@@ -274,6 +275,7 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
                         await n.start(gate.run)
                         await n.start(functools.partial(watch_spec, gate, reload, stack.sources,
                                                         extra=options.watch_files))
+                    n.start_soon(_settle_memory, sup)
                     code = await sup.run()
                     n.cancel_scope.cancel()
         finally:
@@ -298,6 +300,22 @@ def _cleanup_project(manager: Any, project: str) -> bool:
     except PysupError as exc:
         log.error("up.cgroup_not_removed", cgroup=project, error=str(exc))
         return False
+
+
+async def _settle_memory(sup: StackSupervisor) -> None:
+    """Once the stack's first start is done: collect the start-up's garbage (the spec's parse and
+    validation, every replica's set-up) and give the freed heap back to the kernel (~1.5 MB with
+    100 replicas). Not gc.freeze: objects that later become cyclic garbage (replaced replicas)
+    would never be collected."""
+    await sup._first_start_done.wait()
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 async def _signals(sup: StackSupervisor) -> None:

@@ -243,12 +243,10 @@ class Controller:
     async def _start_one(self, service: Any, index: int) -> None:
         new = self.sup.new_replica(service, index)
         self.sup._put(new)
+        # Like `docker start`: answers once the container runs (Replica.run's started), or its
+        # start failed.
         if not await self.sup._start_replica(new, self.sup._nursery, live=True):
             raise ControlError(P.FAILED, f"{new.name} could not be started (see pysup up's log)")
-        # Like `docker start`: answer once the container runs (or has already ended), not when
-        # only its cgroup exists.
-        with trio.move_on_after(30):
-            await self.sup.wait_until(lambda: new.status.state not in (S.CREATED, S.STARTING))
 
     async def restart(self, args: dict) -> Any:
         pairs = self.resolve(args.get("targets", []), default_all=False)

@@ -23,6 +23,7 @@ import ipaddress
 import json
 import os
 import threading
+import sys
 from typing import Any, Callable, Iterable
 
 import structlog
@@ -76,9 +77,35 @@ def _in_thread(fn: Callable[[], Any]) -> Any:
 
 
 def _iproute() -> Any:
-    from pyroute2 import IPRoute
+    if "pyroute2" not in sys.modules:
+        _stub_pyroute2()
+    from pyroute2.iproute.linux import IPRoute
 
     return IPRoute()
+
+
+def _stub_pyroute2() -> None:
+    """pyroute2/__init__ imports every netlink family it has (ndb with sqlite3, ipvs, wireguard,
+    plan9, ...): ~6 MB of `pysup up`'s memory. Only `pyroute2.iproute.linux` is used: the package
+    is registered without running its __init__, which runs on the first attribute anyone asks of
+    it (`from pyroute2 import X` keeps working)."""
+    import importlib
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None or spec.loader is None:
+        return
+    mod = importlib.util.module_from_spec(spec)
+
+    def __getattr__(name: str) -> Any:
+        if not name.startswith("__") and importlib.util.find_spec(f"pyroute2.{name}") is not None:
+            return importlib.import_module(f"pyroute2.{name}")  # a submodule (`from pyroute2 import config`)
+        del mod.__dict__["__getattr__"]
+        spec.loader.exec_module(mod)
+        return getattr(mod, name)
+
+    mod.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    sys.modules["pyroute2"] = mod
 
 
 def host_routes() -> list[ipaddress.IPv4Network]:

@@ -323,18 +323,52 @@ def prepare_filter(spec: ContainerSpec, filters: dict) -> bytes | None:
     key = _filter_key(spec)
     if key in filters:
         return filters[key]
-    if isinstance(spec.seccomp, dict):
-        profile = spec.seccomp
-    elif spec.seccomp == "default":
-        profile = security.default_profile()
-    else:
+    if not isinstance(spec.seccomp, dict) and spec.seccomp != "default":
         raise Failure("seccomp", errno.EINVAL, f"seccomp: unknown profile {spec.seccomp!r}")
-    plan = security.resolve_seccomp(profile, spec.capabilities)
-    try:
-        filters[key] = security.compile_bpf(security.build_filter(plan, no_new_privs=spec.no_new_privs))
-    except security.SeccompError as e:
-        raise Failure("seccomp", errno.EINVAL, str(e)) from None
+    filters[key] = _compile_apart(spec.seccomp if isinstance(spec.seccomp, dict) else None, spec.capabilities,
+                                  spec.no_new_privs)
     return filters[key]
+
+
+def _compile_apart(profile: dict | None, capabilities: tuple[str, ...], no_new_privs: bool) -> bytes:
+    """Resolve and compile a filter (`profile` None: Docker's default) in a forked child, which
+    sends back the BPF: pyseccomp (with ctypes.util, subprocess, ...) and the parsed profile never
+    enter the zygote, whose memory every container start copies from and which lives as long as
+    pysup (~3 MB). Raises Failure."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            os.close(r)
+            try:
+                plan = security.resolve_seccomp(profile if profile is not None else security.default_profile(),
+                                                capabilities)
+                out = b"\0" + security.compile_bpf(security.build_filter(plan, no_new_privs=no_new_privs))
+            except security.SeccompError as e:
+                out = b"\1" + str(e).encode()
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                out = b"\1" + f"seccomp: {e}".encode()
+            _write_all(w, out)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    try:
+        data = _read_all(r)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    if not data:
+        raise Failure("seccomp", errno.EINVAL, "seccomp: the filter compiler died")
+    if data[:1] != b"\0":
+        raise Failure("seccomp", errno.EINVAL, data[1:].decode(errors="replace"))
+    return data[1:]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def _write_line(fd: int, obj: dict) -> None:
@@ -414,16 +448,46 @@ def clone_flags(spec: ContainerSpec) -> int:
     return (namespace_flags(spec) & ~S.CLONE_NEWCGROUP) | S.CLONE_PARENT
 
 
-def child_main(spec: ContainerSpec, stdio: list[int], sync_w: int, bpf: bytes | None) -> None:
-    """The container's PID 1 once its spec is known. Always ends in execve or _exit."""
+def v2_cgroup(paths: tuple[str, ...]) -> str | None:
+    """The cgroup v2 directory among `paths` (cgroup.procs files; a hybrid host has one v2 and
+    several v1 hierarchies), which a clone can be born into; None if there is none."""
+    for path in paths:
+        d = os.path.dirname(path)
+        if os.path.basename(path) == "cgroup.procs" and os.path.exists(os.path.join(d, "cgroup.controllers")):
+            return d
+    return None
+
+
+def join_cgroups(paths: tuple[str, ...], skip: str | None = None) -> None:
+    """Move this (single-threaded) process into the cgroups of `paths` but the directory `skip`
+    (joined at clone time). Raises Failure. A v1 hierarchy is joined through its `tasks` file:
+    moving the calling thread alone skips the global cgroup_threadgroup_rwsem write lock (an RCU
+    grace period, ~10 ms) that a cgroup.procs write takes, and the thread is the whole process."""
+    for path in paths:
+        d = os.path.dirname(path)
+        if d == skip:
+            continue
+        target = path
+        if os.path.basename(path) == "cgroup.procs" and not os.path.exists(os.path.join(d, "cgroup.controllers")):
+            tasks = os.path.join(d, "tasks")
+            if os.path.exists(tasks):
+                target = tasks
+        try:
+            with open(target, "w") as f:
+                f.write("0")
+        except OSError as e:
+            raise _fail_from(f"cgroup {path}", e) from None
+
+
+def child_main(spec: ContainerSpec, stdio: list[int], sync_w: int, bpf: bytes | None,
+               joined: str | None = None) -> None:
+    """The container's PID 1 once its spec is known (`joined`: the cgroup v2 directory it was
+    cloned into). Always ends in execve or _exit."""
     rc = 1
     stage = "cgroup"
     try:
         if not spec.uid_map:  # in a user namespace the parent did it (no rights on the host's cgroupfs here)
-            for path in spec.cgroup_procs:
-                stage = f"cgroup {path}"
-                with open(path, "w") as f:
-                    f.write("0")
+            join_cgroups(spec.cgroup_procs, skip=joined)
         stage = "unshare cgroup"
         S.unshare(S.CLONE_NEWCGROUP)  # after joining: /proc/self/cgroup shows "/"
         container_init(spec, stdio, sync_w, bpf)
@@ -518,7 +582,22 @@ def _spare_main(ctrl: socket.socket, sync_w: int) -> None:
         os._exit(rc)
 
 
-def _clone_in_netns(path: str, flags: int) -> int:
+def _clone(flags: int, cgroup_fd: int = -1) -> int:
+    """clone_fork, born in the cgroup v2 directory `cgroup_fd` when >= 0. When the kernel cannot
+    (before 5.7), a plain clone whose result is negated (-1 for the child) so the caller knows the
+    child must join the cgroup itself."""
+    if cgroup_fd < 0:
+        return S.clone_fork(flags)
+    try:
+        return S.clone_into_cgroup(flags, cgroup_fd)
+    except S.SyscallError as e:
+        if e.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL, errno.EPERM):
+            raise
+    pid = S.clone_fork(flags)
+    return -pid if pid else -1
+
+
+def _clone_in_netns(path: str, flags: int, cgroup_fd: int = -1) -> int:
     """clone with the child in the network namespace at `path` (prepared by pysup's networking):
     the zygote (single-threaded) joins it for the clone and returns to its own; so the child is in
     it from the start, also when it gets a new user namespace (no setns rights from there)."""
@@ -535,11 +614,11 @@ def _clone_in_netns(path: str, flags: int) -> int:
             e.netns = True  # type: ignore[attr-defined]
             raise
         try:
-            pid = S.clone_fork(flags)
+            pid = _clone(flags, cgroup_fd)
         except OSError:
             S.setns(own, S.CLONE_NEWNET)
             raise
-        if pid:  # the zygote goes back; the child stays
+        if pid not in (0, -1):  # the zygote goes back; the child stays
             S.setns(own, S.CLONE_NEWNET)
         return pid
     finally:
@@ -555,13 +634,25 @@ def clone_container(spec: ContainerSpec, stdio: list[int], bpf: bytes | None, fl
     `.pid` set when a child exists: it has been killed, its parent must reap it)."""
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC) if spec.uid_map else (-1, -1)
+    joined = v2_cgroup(spec.cgroup_procs)
+    cgroup_fd = -1
     try:
-        pid = _clone_in_netns(spec.netns, flags) if spec.netns and not spec.host_net else S.clone_fork(flags)
+        if joined is not None:
+            cgroup_fd = os.open(joined, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if spec.netns and not spec.host_net:
+            pid = _clone_in_netns(spec.netns, flags, cgroup_fd)
+        else:
+            pid = _clone(flags, cgroup_fd)
+        if pid < 0:  # the kernel cannot clone into a cgroup: the child joins it
+            pid, joined = -pid if pid != -1 else 0, None
     except OSError as e:
         for fd in (sync_r, sync_w, go_r, go_w):
             if fd >= 0:
                 os.close(fd)
         raise _fail_from("join network namespace" if getattr(e, "netns", False) else "clone", e) from None
+    finally:
+        if cgroup_fd >= 0:
+            os.close(cgroup_fd)
     if pid == 0:
         try:
             os.close(sync_r)
@@ -578,11 +669,11 @@ def clone_container(spec: ContainerSpec, stdio: list[int], bpf: bytes | None, fl
         except BaseException as e:
             _report(sync_w, _fail_from("init", e).to_dict())
             os._exit(1)
-        child_main(spec, stdio, sync_w, bpf)
+        child_main(spec, stdio, sync_w, bpf, joined)
     if spec.uid_map:
         os.close(go_r)
         try:
-            for w in setup_user_namespace(pid, spec):  # reported like the child's own warnings
+            for w in setup_user_namespace(pid, spec, joined):  # reported like the child's own warnings
                 os.write(sync_w, json.dumps({"warning": w}).encode() + b"\n")
             os.write(go_w, b"1")
         except BaseException as e:
@@ -723,7 +814,7 @@ def idmap_layers(pid: int, spec: ContainerSpec) -> list[str]:
     return warnings
 
 
-def setup_user_namespace(pid: int, spec: ContainerSpec) -> list[str]:
+def setup_user_namespace(pid: int, spec: ContainerSpec, joined: str | None = None) -> list[str]:
     """The parent's half of a user namespace start: id maps, cgroups, state directory ownership,
     idmapped mounts. Returns warnings for the start's report."""
     for name, maps in (("uid_map", spec.uid_map), ("gid_map", spec.gid_map or spec.uid_map)):
@@ -734,6 +825,8 @@ def setup_user_namespace(pid: int, spec: ContainerSpec) -> list[str]:
         except OSError as e:
             raise _fail_from(stage, e) from None
     for path in spec.cgroup_procs:
+        if os.path.dirname(path) == joined:
+            continue
         try:
             with open(path, "w") as f:
                 f.write(str(pid))
@@ -764,7 +857,9 @@ def handle_start(sock: socket.socket, msg: dict, fds: list[int], filters: dict, 
         protocol.send(sock, protocol.FAILED, id=cid, pid=None, stage="request", errno=errno.EINVAL,
                       message=f"request: {e}")
         return spare
-    if spare is not None and namespace_flags(spec) == DEFAULT_NAMESPACES:
+    # A spare sits in the zygote's cgroup; moving it into a cgroup v2 costs more (see join_cgroups)
+    # than a clone born in the container's cgroup.
+    if spare is not None and namespace_flags(spec) == DEFAULT_NAMESPACES and v2_cgroup(spec.cgroup_procs) is None:
         try:
             spare.hand_over(spec, fds, bpf)
             pid, sync_r = spare.pid, spare.sync_r
@@ -880,10 +975,7 @@ def handle_exec(sock: socket.socket, msg: dict, fds: list[int], filters: dict) -
         try:
             os.close(sync_r)
             sock.close()
-            for path in spec.cgroup_procs:
-                stage = f"cgroup {path}"
-                with open(path, "w") as f:
-                    f.write("0")
+            join_cgroups(spec.cgroup_procs)
             stage = "setns"
             S.setns(pidfd, flags)  # root and cwd become the container's with its mount namespace
             os.close(pidfd)

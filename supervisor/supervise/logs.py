@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import attrs
 import trio
@@ -23,13 +23,33 @@ MAX_LINE = 16 * 1024  # a longer line is cut into pieces
 COLOURS = (36, 33, 32, 35, 34, 96, 93, 92, 95, 94)  # compose's palette: cyan, yellow, green, ...
 
 
+BUFFER_BYTES = 1024 * 1024  # console output waiting for a slow terminal or pipe; beyond it, lines are dropped
+
+
 @attrs.define
 class Console:
+    """Prefixed container lines to pysup's stdout.
+
+    Without `run` (tests, one-off use) `line` writes at once. With `run` going (pysup up), `line`
+    only appends to a bounded buffer and `run` writes it out from a worker thread, so a slow or
+    blocked terminal or pipe never stalls the trio loop (supervision, restarts, stop go on). When
+    the buffer is full, lines are dropped on the terminal side only (the per-container log files
+    keep everything), counted, said once through structlog, and marked in the output when it moves
+    again: `[pysup: N lines of container output dropped: stdout too slow]`."""
+
     out: BinaryIO = attrs.field(factory=lambda: sys.stdout.buffer)
     prefix: bool = True
     colour: bool = False
     width: int = 0  # prefix names are padded to this
+    buffer_bytes: int = BUFFER_BYTES
+    dropped: int = 0  # lines dropped since the start
     _colours: dict[str, int] = attrs.Factory(dict)
+    _queue: list[bytes] = attrs.Factory(list)
+    _queued: int = 0
+    _wake: Any = None  # a trio.Event while `run` waits for lines
+    _running: bool = False
+    _unreported: int = 0  # dropped, not yet marked in the output
+    _warned: bool = False
 
     def colour_of(self, service: str) -> int:
         if service not in self._colours:
@@ -42,10 +62,82 @@ class Console:
             if self.colour:
                 head = f"\x1b[{self.colour_of(service)}m{head}\x1b[0m"
             text = head.encode() + text
+        data = text + b"\n"
+        if not self._running:
+            self._write(data)
+            return
+        if self._queued + len(data) > self.buffer_bytes:
+            self.dropped += 1
+            self._unreported += 1
+            if not self._warned:
+                self._warned = True
+                import structlog
+
+                structlog.get_logger().warning(
+                    "console.dropping", buffered=self._queued,
+                    detail="stdout is not keeping up: container lines are dropped on the terminal side "
+                           "(the per-container logs keep everything); said once")
+            return
+        if self._unreported:  # where the gap is
+            data = self._marker() + data
+        self._queue.append(data)
+        self._queued += len(data)
+        if self._wake is not None:
+            self._wake.set()
+
+    def _marker(self) -> bytes:
+        n, self._unreported = self._unreported, 0
+        return f"[pysup: {n} lines of container output dropped: stdout too slow]\n".encode()
+
+    def _write(self, data: bytes) -> None:
         try:
-            self.out.write(text + b"\n")
+            self.out.write(data)
             self.out.flush()
         except (BrokenPipeError, ValueError):
+            pass
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The writer: until cancelled, hand what `line` buffered to a worker thread, one batch at
+        a time. A write blocked on a reader that never reads is abandoned at cancellation (the
+        thread stays blocked; pysup exits anyway)."""
+        self._running = True
+        task_status.started()
+        try:
+            while True:
+                if not self._queue:
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                    self._wake = None
+                    continue
+                batch = b"".join(self._queue)
+                self._queue.clear()
+                self._queued = 0
+                await trio.to_thread.run_sync(self._write_fd, batch, abandon_on_cancel=True)
+        finally:
+            self._running = False
+            self._wake = None
+            if self._unreported:
+                self._queue.append(self._marker())
+            if self._queue:  # the last lines of a stopping stack, if stdout takes them within 1 s
+                batch = b"".join(self._queue)
+                self._queue.clear()
+                self._queued = 0
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await trio.to_thread.run_sync(self._write_fd, batch, abandon_on_cancel=True)
+
+    def _write_fd(self, data: bytes) -> None:
+        """In a worker thread: straight to the file descriptor (a thread left blocked in a
+        BufferedWriter would hold its lock, and interpreter shutdown would wait on it)."""
+        try:
+            fd = self.out.fileno()
+        except (AttributeError, OSError, ValueError):
+            self._write(data)
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:  # EPIPE (the reader went away), EAGAIN (a non-blocking fd): dropped
             pass
 
 

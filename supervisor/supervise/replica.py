@@ -1,7 +1,8 @@
 """One replica's life: its cgroup, its container, restarts, health, hooks, OOM events, stop.
 
     replica = Replica(...)
-    nursery.start_soon(replica.run)     # creates the cgroup, starts, restarts per policy
+    await nursery.start(replica.run)    # creates the cgroup, starts; returns once the container
+                                        # runs (or its first start failed); restarts per policy
     ...
     await replica.stop()                # pre_stop, stop_signal, grace, SIGKILL of the cgroup
     await replica.stop(kill=True)       # at once (a second Ctrl-C)
@@ -93,6 +94,13 @@ class Replica:
         self.done = trio.Event()
         self.entered = False  # run() has begun (stop() waits for it only then)
         self._execs = 0
+        self._task_status: trio.TaskStatus[None] | None = None
+
+    def _started(self) -> None:
+        """`run`'s task_status.started(), the first time only."""
+        status, self._task_status = self._task_status, None
+        if status is not None:
+            status.started()
 
     @property
     def name(self) -> str:
@@ -112,7 +120,11 @@ class Replica:
     # --- the life --------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The replica's whole life. `task_status.started()` once its first container runs, or
+        once that first start has failed (the restart policy takes it from there) or was called
+        off by a stop; raises (before started) only when its cgroup cannot be made."""
         self.entered = True
+        self._task_status = task_status
         with structlog.contextvars.bound_contextvars(service=self.service.name, replica=self.index,
                                                      container=self.container_id):
             watch = None
@@ -120,11 +132,11 @@ class Replica:
             try:
                 await self.cgroups.create(self.cgroup, self.service.resources, service=self.service.name)
                 watch = self.cgroups.watch(self.cgroup, self.name, events_send)
-                task_status.started()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._cgroup_events, events_recv)
                     await self._life()
                     nursery.cancel_scope.cancel()
+                self._started()
             finally:
                 with trio.CancelScope(shield=True):
                     self.cgroups.unwatch(watch)
@@ -153,6 +165,7 @@ class Replica:
             self._to(S.STARTING)
             started_at = trio.current_time()
             reason = await self._run_container()
+            self._started()  # a first start that failed: the caller goes on, the policy decides
             ran_for = trio.current_time() - started_at
             self.exits.append(reason)
             ended = S.OOM_KILLED if reason.kind == "oom" else S.EXITED
@@ -203,6 +216,7 @@ class Replica:
             self.started_once = True
             self._to(S.RUNNING, pid=handle.pid)
             log.info("replica.started", pid=handle.pid, cgroup=self.cgroup)
+            self._started()
             pumped = trio.Event()
             nursery.start_soon(self._pump_all, handle, pumped)
             with trio.CancelScope() as side:
@@ -349,6 +363,11 @@ class Replica:
                 overrides["user"] = hook.user
             if hook.working_dir:
                 overrides["cwd"] = hook.working_dir
+            if hook.privileged:  # like `docker exec --privileged`: every capability (the container's
+                # seccomp profile, resolved for them); the container keeps its own set
+                from ..runtime.security import resolve_capabilities
+
+                overrides["capabilities"] = resolve_capabilities(privileged=True)
             try:
                 code, out = await self._exec(handle, tuple(hook.command), kind.replace("_", ""), **overrides)
             except PysupError as exc:

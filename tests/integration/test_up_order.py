@@ -67,3 +67,30 @@ def test_dependency_never_healthy_fails_naming_both(up_env):
     assert u.wait(20) == 1
     assert "service 'web' cannot start: its dependency 'db' (service_healthy) failed: db-1 is unhealthy" in u.stderr()
     assert u.count("replica.started", service="web") == 0
+
+
+def test_a_privileged_hook_runs_with_every_capability_the_others_with_the_containers(up_env):
+    with open("/proc/self/status") as f:
+        own = next(line.split()[1] for line in f if line.startswith("CapEff:"))
+    u = up_env.up("""
+    services:
+      app:
+        x-pysup: {rootfs: ROOTFS}
+        command: ["sleep", "1000"]
+        stop_grace_period: 300ms
+        cap_drop: [NET_RAW]
+        post_start:
+          - command: ["/bin/sh", "-c", "echo plain $$(grep CapEff /proc/self/status)"]
+          - command: ["/bin/sh", "-c", "echo privileged $$(grep CapEff /proc/self/status)"]
+            privileged: true
+        pre_stop:
+          - command: ["/bin/sh", "-c", "echo pre $$(grep CapEff /proc/self/status)"]
+            privileged: true
+    """)
+    plain = u.wait_for(lambda e: e.get("event") == "replica.post_start" and "plain" in (e.get("output") or ""))
+    priv = u.wait_for(lambda e: e.get("event") == "replica.post_start" and "privileged" in (e.get("output") or ""))
+    assert plain["output"].split()[-1] == "00000000a80405fb"  # Docker's default set less NET_RAW
+    assert priv["output"].split()[-1] == own
+    assert u.stop() == 0
+    pre = next(e for e in u.events() if e.get("event") == "replica.pre_stop")
+    assert pre["output"].split()[-1] == own

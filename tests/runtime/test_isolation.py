@@ -376,6 +376,44 @@ async def test_cgroup_hook_places_the_process_before_exec(runtime, busybox_rootf
         os.rmdir(cg)
 
 
+async def test_container_and_exec_join_every_hierarchy_of_their_cgroup(runtime, busybox_rootfs):
+    """Whatever the host (v1 `tasks` joins, a v2 cgroup born into with clone3 CLONE_INTO_CGROUP),
+    PID 1 and a process exec'd into the container are in the cgroup of every hierarchy, and the
+    container's cgroup namespace is rooted there."""
+    from supervisor.cgroups import open_manager
+    from supervisor.config.model import Resources
+    from supervisor.runtime.spec import ExecSpec
+
+    manager = open_manager(base="pysup-test")
+    path = f"{new_id()}/c"
+    manager.create(path, Resources(), service="t", exist_ok=True)
+    try:
+        procs = manager.procs_files(path)
+        spec = ContainerSpec(id=new_id(), rootfs=busybox_rootfs, argv=("/bin/sh", "-c", "cat /proc/self/cgroup; sleep 5"),
+                             capabilities=resolve_capabilities(), cgroup_procs=procs)
+        with trio.fail_after(10):
+            async with trio.open_nursery() as n:
+                h = await n.start(runtime.start, spec)
+                inside = (await h.stdout.receive_some()).decode()
+                ex = ExecSpec.for_container(spec, h.pid, ("sleep", "5"), id=new_id())
+                p = await n.start(runtime.exec, h, ex)
+                for f in procs:
+                    with open(f) as fh:
+                        members = fh.read().split()
+                    assert str(h.pid) in members and str(p.pid) in members, f
+                p.kill()
+                await p.wait()
+                await p.aclose()
+                h.kill()
+                await h.wait()
+                await h.aclose()
+        lines = [line for line in inside.splitlines() if line]
+        assert lines and all(line.endswith(":/") for line in lines), inside
+    finally:
+        manager.remove(path.split("/")[0], timeout=5.0)
+        manager.prune()
+
+
 async def test_state_dir_is_private_and_holds_no_generated_file(runtime, busybox_rootfs):
     spec = ContainerSpec(id=new_id(), rootfs=busybox_rootfs, argv=("sh", "-c", "cat /etc/hostname; sleep 5"),
                          capabilities=resolve_capabilities(), hostname="quiet")

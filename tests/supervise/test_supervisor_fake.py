@@ -297,3 +297,32 @@ async def test_cgroup_failure_stops_the_stack_with_the_error(tmp_path, autojump_
         await sup.run()
     assert rt.handles["p-a-1"].signals == [signal.SIGTERM]  # stopped gracefully
     assert cg.live == set()
+
+
+async def test_replica_run_is_started_once_its_container_runs_or_its_first_start_failed(tmp_path, autojump_clock):
+    st = stack(tmp_path, """
+    services:
+      slow: {command: [slow]}
+      bad: {command: [bad], restart: always}
+    """)
+    rt = FakeRuntime({"slow": forever(), "bad": forever()}, fail_start={"bad"})
+    sup = supervisor(st, rt)
+    real_start = rt.start
+
+    async def slow_start(spec, **kw):  # the runtime takes 1 s to exec the container
+        await trio.sleep(1)
+        return await real_start(spec, **kw)
+
+    rt.start = slow_start
+    slow = sup.new_replica(st.services["slow"], 1)
+    bad = sup.new_replica(st.services["bad"], 1)
+    async with trio.open_nursery() as n:
+        t0 = trio.current_time()
+        await n.start(slow.run)
+        assert slow.status.state is S.RUNNING and slow.handle is not None
+        assert trio.current_time() - t0 >= 1
+        await n.start(bad.run)  # its start failed: run goes on (restarting), start() returns
+        assert bad.exits and bad.exits[0].kind == "start-failed"
+        assert not bad.done.is_set()
+        slow.request_stop()
+        bad.request_stop()

@@ -273,11 +273,12 @@ class BridgeNetworks:
                 self.bridges[key] = name
                 log.info("net.bridge_created", network=key, bridge=name, subnet=str(subnet),
                          gateway=str(self.alloc[key].gateway))
-        from . import nat
+        if self.subnets:
+            from . import nat
 
-        self._note("tables", nat.table_name(self.project))
-        nat.install(self.project, [(self.bridges[k], self.subnets[k], self.networks[k].internal)
-                                   for k in self.subnets])
+            self._note("tables", nat.table_name(self.project))
+            nat.install(self.project, [(self.bridges[k], self.subnets[k], self.networks[k].internal)
+                                       for k in self.subnets])
 
     def close(self) -> None:
         """Remove every endpoint and bridge, and the record."""

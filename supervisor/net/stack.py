@@ -2,9 +2,9 @@
 container, removed after the last) and `StackNetwork.decorate` (a replica's ContainerSpec joins its
 prepared network namespace and gets a generated /etc/hosts).
 
-Networking is on when the stack declares a network of its own (anything but the implicit bare
-`default`); otherwise containers keep a private loopback-only namespace, as before (see
-specs/networking.md).
+Every service without `network_mode` is on a bridge: the networks it lists, else the stack's
+`default` network (as Docker Compose does); `network_mode: none|host|service:NAME` keeps that
+(see specs/networking.md).
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from ..errors import PysupError
 log = structlog.get_logger()
 
 
-def wants_bridges(stack: Any) -> bool:
-    """True when the stack declares networks of its own (not just the implicit bare `default`)."""
-    for key, net in stack.networks.items():
-        if key != "default" or net.ipam or net.internal or net.driver or net.external or net.driver_opts:
-            return True
-    return False
+def used_networks(stack: Any) -> dict[str, Any]:
+    """The stack's networks that some service joins (key → config.model.Network); the implicit
+    `default` included when a service has no `networks:` and no `network_mode`."""
+    return {k: n for k, n in stack.networks.items()
+            if any(a.network == k for s in stack.services.values() if _attaches(s) for a in s.networks)}
 
 
 def _attaches(service: Any) -> bool:
@@ -197,22 +196,14 @@ def _check(stack: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_stack_network(stack: Any, runtime_dir: str) -> AsyncIterator[StackNetwork | None]:
-    """Set up the stack's bridges (after removing a crashed run's leftovers); yields None when the
-    stack has no networking of its own. Everything made goes on exit."""
+async def open_stack_network(stack: Any, runtime_dir: str) -> AsyncIterator[StackNetwork]:
+    """Set up the stack's bridges (after removing a crashed run's leftovers): every network a
+    service joins, the implicit `default` included. Everything made goes on exit."""
     _check(stack)
-    if not wants_bridges(stack):
-        if any((s.network_mode or "").startswith("service:") for s in stack.services.values()):
-            yield StackNetwork(stack, None)
-        else:
-            yield None
-        return
     from .bridge import BridgeNetworks
     from .ipam import DEFAULT_POOL
 
-    net = BridgeNetworks(stack.name, {k: n for k, n in stack.networks.items()
-                                      if any(a.network == k for s in stack.services.values() if _attaches(s)
-                                             for a in s.networks)}, runtime_dir,
+    net = BridgeNetworks(stack.name, used_networks(stack), runtime_dir,
                          pool=getattr(stack.x, "subnet_pool", None) or DEFAULT_POOL)
     removed = await trio.to_thread.run_sync(net.cleanup_leftovers)
     for what in removed:

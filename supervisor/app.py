@@ -183,7 +183,7 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
                         from .supervise.watch import watch_spec
 
                         await n.start(functools.partial(watch_spec, sup, options.reload, stack.sources,
-                                                        extra=options.watch_files))
+                                                        extra=options.watch_files, prepare=net.apply))
                     code = await sup.run()
                     n.cancel_scope.cancel()
         finally:

@@ -243,24 +243,37 @@ class BridgeNetworks:
 
     def plan(self, taken: Iterable[ipaddress.IPv4Network] | None = None) -> None:
         """Subnets and gateways for every network (raises IpamError naming the key)."""
-        for key, net in self.networks.items():
+        self.subnets, self.alloc = {}, {}
+        self._plan(self.networks, taken)
+
+    def _plan(self, networks: dict[str, Any], taken: Iterable[ipaddress.IPv4Network] | None) -> None:
+        for key, net in networks.items():
             if net.external:
                 raise NetworkError(f"networks.{key}: external networks are not supported")
             if net.driver not in (None, "bridge"):
                 raise NetworkError(f"networks.{key}: driver {net.driver!r} is not supported (only bridge)")
-        requested = {k: (n.ipam[0].subnet if n.ipam else None) for k, n in self.networks.items()}
-        self.subnets = plan_subnets(requested, host_routes() if taken is None else taken,
-                                    pool=self.pool, prefix=self.prefix)
-        self.alloc = {k: Allocator(s, self.networks[k].ipam[0].gateway if self.networks[k].ipam else None, key=k)
-                      for k, s in self.subnets.items()}
+        requested = {k: (n.ipam[0].subnet if n.ipam else None) for k, n in networks.items()}
+        # the stack's networks planned before are taken (they are requested again, at their place)
+        fixed = {k: str(s) for k, s in self.subnets.items()}
+        subnets = plan_subnets({**fixed, **requested},
+                               [t for t in (host_routes() if taken is None else taken) if t not in self.subnets.values()],
+                               pool=self.pool, prefix=self.prefix)
+        alloc = {k: Allocator(subnets[k], n.ipam[0].gateway if n.ipam else None, key=k) for k, n in networks.items()}
+        for k in networks:
+            self.subnets[k] = subnets[k]
+        self.alloc.update(alloc)
 
     def setup(self) -> None:
         """Plan (if not done) and create the bridges."""
         if not self.alloc:
             self.plan()
         os.makedirs(self.netns_dir, mode=0o700, exist_ok=True)
+        self._make_bridges(list(self.subnets))
+
+    def _make_bridges(self, keys: list[str]) -> None:
         with _iproute() as ipr:
-            for key, subnet in self.subnets.items():
+            for key in keys:
+                subnet = self.subnets[key]
                 name = bridge_name(self.project, key)
                 self._note("bridges", name)
                 _delete_link(ipr, name)
@@ -273,12 +286,55 @@ class BridgeNetworks:
                 self.bridges[key] = name
                 log.info("net.bridge_created", network=key, bridge=name, subnet=str(subnet),
                          gateway=str(self.alloc[key].gateway))
-        if self.subnets:
-            from . import nat
+        self._install_nat()
 
+    def _install_nat(self) -> None:
+        """pysup's nftables table for the networks there are now (replaced in one transaction)."""
+        from . import nat
+
+        if self.bridges:
             self._note("tables", nat.table_name(self.project))
             nat.install(self.project, [(self.bridges[k], self.subnets[k], self.networks[k].internal)
-                                       for k in self.subnets])
+                                       for k in self.bridges])
+        elif self.record["tables"]:
+            nat.remove(self.project)
+            self._forget("tables", nat.table_name(self.project))
+
+    def add_networks(self, networks: dict[str, Any], taken: Iterable[ipaddress.IPv4Network] | None = None) -> None:
+        """A live edit's new networks: plan them beside the existing ones (an overlap is an
+        IpamError naming the key, and nothing is made), then create their bridges."""
+        new = {k: n for k, n in networks.items() if k not in self.networks}
+        if not new:
+            return
+        before = (dict(self.subnets), dict(self.alloc))
+        try:
+            self._plan(new, taken)
+        except BaseException:
+            self.subnets, self.alloc = before
+            raise
+        self.networks.update(new)
+        os.makedirs(self.netns_dir, mode=0o700, exist_ok=True)
+        try:
+            self._make_bridges(list(new))
+        except BaseException:
+            for key in new:
+                self.remove_network(key)
+            raise
+
+    def in_use(self, key: str) -> bool:
+        return any(m.key == key for ep in list(self.endpoints.values()) for m in ep.members)
+
+    def remove_network(self, key: str) -> None:
+        """Remove a network no endpoint is on any more (a live edit dropped it)."""
+        with _iproute() as ipr:
+            name = self.bridges.pop(key, None) or bridge_name(self.project, key)
+            _delete_link(ipr, name)
+            self._forget("bridges", name)
+        self.networks.pop(key, None)
+        self.subnets.pop(key, None)
+        self.alloc.pop(key, None)
+        self._install_nat()
+        log.info("net.bridge_removed", network=key, bridge=name)
 
     def close(self) -> None:
         """Remove every endpoint and bridge, and the record."""

@@ -85,8 +85,12 @@ def table_exists(project: str) -> bool:
 
 
 def install(project: str, networks: Iterable[tuple[str, Any, bool]]) -> None:
-    remove(project)
-    _nft(["-j", "-f", "-"], json.dumps(ruleset(project, networks)))
+    """Create the project's table, or replace it (a live edit added or removed a network): one
+    transaction, so the old rules hold until the new ones do."""
+    batch = ruleset(project, networks)
+    table = {"family": FAMILY, "name": table_name(project)}
+    batch["nftables"][:0] = [{"add": {"table": dict(table)}}, {"delete": {"table": dict(table)}}]
+    _nft(["-j", "-f", "-"], json.dumps(batch))
     try:
         with open("/proc/sys/net/ipv4/ip_forward") as f:
             if f.read().strip() != "1":

@@ -44,27 +44,50 @@ class StackNetwork:
         self.replicas: dict[str, Any] = {}  # container id → Replica (its state decides DNS answers)
         self.seen: dict[str, Any] = {}  # container id → Replica, every one started (network_mode: service:)
         self.dns: dict[str, Any] = {}  # network key → DnsServer, for the networks whose server runs
-        self.proxies: list[Any] = []  # published ports (proxy.TcpProxy / UdpProxy)
+        # published ports: (protocol, host, port) → proxy.TcpProxy / UdpProxy
+        self.proxies: dict[tuple[str, str, int], Any] = {}
+        self._scopes: dict[int, trio.CancelScope] = {}  # id(server or proxy) → its serve task's scope
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the DNS servers and the per-replica clean-ups until cancelled (then every replica
-        network is removed, shielded). Start it before the first container."""
+        """Run the DNS servers, the published ports and the per-replica clean-ups until cancelled
+        (then every replica network is removed, shielded). Start it before the first container."""
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
-            for server in self.dns.values():
-                await nursery.start(server.serve)
-            for proxy in self.proxies:
-                await nursery.start(proxy.serve)
+            for server in list(self.dns.values()) + list(self.proxies.values()):
+                await self._start(server)
             task_status.started()
             await trio.sleep_forever()
+
+    async def _start(self, server: Any) -> None:
+        assert self.nursery is not None
+        scope = self._scopes[id(server)] = trio.CancelScope()
+
+        async def serve(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                await server.serve(task_status=task_status)
+
+        await self.nursery.start(serve)
+
+    def _stop(self, server: Any) -> None:
+        """Stop serving (a published port or DNS server a live edit removed) and close its sockets."""
+        scope = self._scopes.pop(id(server), None)
+        if scope is not None:
+            scope.cancel()
+        _close_sockets(server)
 
     async def bind(self) -> None:
         """The DNS servers' and published ports' sockets, before anything starts: a host port in
         use is an error naming the service and key (PortInUse); DNS that cannot bind, a warning."""
-        from .dns import DnsServer
-        from .proxy import proxies_for
+        await self._bind_dns(list(self.network.subnets) if self.network is not None else [])
+        if self.network is None:
+            return
+        new, _changed, _gone = await self._bind_ports(self.stack)
+        self.proxies.update(new)
 
-        for key in (self.network.subnets if self.network is not None else ()):
+    async def _bind_dns(self, keys: list[str]) -> None:
+        from .dns import DnsServer
+
+        for key in keys:
             server = DnsServer(str(self.network.alloc[key].gateway), functools.partial(self.lookup, key))
             try:
                 await server.bind()
@@ -73,29 +96,97 @@ class StackNetwork:
                             detail="containers get the peers' names in /etc/hosts instead")
                 continue
             self.dns[key] = server
-        if self.network is None:
-            return
+
+    async def _bind_ports(self, stack: Any) -> tuple[dict, dict, dict]:
+        """The published ports of `stack` against those served now: (new ones, bound; kept ones
+        whose service, target or balancing changed → the new proxy; ones to stop). A host port in
+        use raises PortInUse naming the service and key, and closes what it bound."""
+        from .proxy import proxies_for
+
+        wanted: dict[tuple[str, str, int], tuple[str, Any]] = {}
+        for name, svc in stack.services.items():
+            if _attaches(svc) and svc.ports:
+                for proxy in proxies_for(svc, functools.partial(self.backends, name)):
+                    key = ("udp" if hasattr(proxy, "sessions") else "tcp", proxy.host, proxy.port)
+                    wanted[key] = (name, proxy)
+        new: dict = {}
         try:
-            for name, svc in self.stack.services.items():
-                if _attaches(svc) and svc.ports:
-                    for proxy in proxies_for(svc, functools.partial(self.backends, name)):
-                        await proxy.bind()
-                        self.proxies.append(proxy)
-                        log.info("net.port_published", service=name, host=proxy.host, port=proxy.port,
-                                 target=proxy.target, protocol="udp" if hasattr(proxy, "sessions") else "tcp")
+            for key, (name, proxy) in wanted.items():
+                if key in self.proxies:
+                    continue
+                await proxy.bind()
+                new[key] = proxy
+                log.info("net.port_published", service=name, host=proxy.host, port=proxy.port,
+                         target=proxy.target, protocol=key[0])
         except BaseException:
-            self.close_sockets()
+            for proxy in new.values():
+                _close_sockets(proxy)
             raise
+        changed = {k: p for k, (_n, p) in wanted.items() if k in self.proxies}
+        gone = {k: p for k, p in self.proxies.items() if k not in wanted}
+        return new, changed, gone
 
     def close_sockets(self) -> None:
-        for server in self.dns.values():
-            if server.sock is not None:
-                server.sock.close()
-        for proxy in self.proxies:
-            for listener in getattr(proxy, "listeners", ()):
-                listener.socket.close()
-            if getattr(proxy, "sock", None) is not None:
-                proxy.sock.close()
+        for server in list(self.dns.values()) + list(self.proxies.values()):
+            _close_sockets(server)
+
+    # --- a live edit --------------------------------------------------------------------------
+
+    async def apply(self, stack: Any) -> None:
+        """Before a live edit's reconcile: make its new networks (bridge, NAT, DNS) and bind its
+        new published ports; stop serving the ports it dropped; a network it dropped goes with its
+        last member. Bad input (unknown network, overlapping subnet, port in use, a network edited
+        in place) raises a PysupError naming the key, and nothing changes."""
+        _check(stack)
+        net = self.network
+        assert net is not None
+        wanted = used_networks(stack)
+        for key, n in wanted.items():
+            if key in net.networks and net.networks[key] != n:
+                raise PysupError(f"networks.{key}: a live edit cannot change an existing network "
+                                 "(restart pysup up, or give the new one another key)")
+        new, changed, gone = await self._bind_ports(stack)
+        added = [k for k in wanted if k not in net.networks]
+        try:
+            if added:
+                await trio.to_thread.run_sync(_add_networks, net, {k: wanted[k] for k in added})
+        except BaseException:
+            for proxy in new.values():
+                _close_sockets(proxy)
+            raise
+        self.stack = stack
+        await self._bind_dns(added)
+        for key in added:
+            if key in self.dns:
+                await self._start(self.dns[key])
+        for key, proxy in changed.items():  # same host port: the listener stays, the rest is the edit's
+            old = self.proxies[key]
+            if (old.target, old.who) != (proxy.target, proxy.who) or old.balancer.policy != proxy.balancer.policy:
+                old.target, old.who, old.balancer = proxy.target, proxy.who, proxy.balancer
+                log.info("net.port_updated", host=old.host, port=old.port, target=old.target, protocol=key[0])
+        for key, proxy in gone.items():
+            self._stop(self.proxies.pop(key))
+            log.info("net.port_unpublished", host=proxy.host, port=proxy.port, protocol=key[0])
+        for key, proxy in new.items():
+            self.proxies[key] = proxy
+            await self._start(proxy)
+        await self.collect()
+
+    async def collect(self) -> None:
+        """Remove the networks the stack no longer uses once no replica is on them."""
+        net = self.network
+        if net is None:
+            return
+        wanted = used_networks(self.stack)
+        for key in [k for k in list(net.networks) if k not in wanted and not net.in_use(k)]:
+            server = self.dns.pop(key, None)
+            if server is not None:
+                self._stop(server)
+            with trio.CancelScope(shield=True):
+                try:
+                    await trio.to_thread.run_sync(net.remove_network, key)
+                except Exception as e:  # noqa: BLE001
+                    log.error("net.remove_failed", network=key, error=str(e))
 
     def backends(self, service: str, index: int | None = None) -> list[str]:
         """Published ports: the eligible replicas' addresses (their first network), by index;
@@ -181,6 +272,9 @@ class StackNetwork:
                         await trio.to_thread.run_sync(self.network.detach, replica.container_id)
                 except Exception as e:  # noqa: BLE001
                     log.error("net.detach_failed", container=replica.container_id, error=str(e))
+                if self.network is not None and any(k not in used_networks(self.stack)
+                                                    for k in self.network.networks):
+                    await self.collect()  # a live edit dropped a network: gone after its last member
 
 
 def _check(stack: Any) -> None:
@@ -222,6 +316,21 @@ async def open_stack_network(stack: Any, runtime_dir: str) -> AsyncIterator[Stac
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(functools.partial(_close, net))
+
+
+def _close_sockets(server: Any) -> None:
+    """Close a DNS server's or published port's sockets."""
+    for listener in getattr(server, "listeners", ()):
+        listener.socket.close()
+    if getattr(server, "sock", None) is not None:
+        server.sock.close()
+
+
+def _add_networks(net: Any, networks: dict[str, Any]) -> None:
+    from .bridge import HostLock
+
+    with HostLock():
+        net.add_networks(networks)
 
 
 def _plan_and_setup(net: Any) -> None:

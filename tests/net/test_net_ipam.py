@@ -123,3 +123,24 @@ def test_a_prepared_network_namespace_replaces_a_new_one():
     assert not namespace_flags(spec) & S.CLONE_NEWNET
     assert namespace_flags(spec) != DEFAULT_NAMESPACES  # so the spare (new netns) is not used for it
     assert namespace_flags(spec.replace(netns=None)) & S.CLONE_NEWNET
+
+
+def test_networks_added_later_are_planned_around_the_existing_ones():
+    """A live edit's new networks (BridgeNetworks._plan, no bridges made): the stack's networks keep
+    their subnets and gateways, a new one takes the next free block (its own bridge's route, in the
+    host's table, is not an overlap), and one overlapping an existing network names both keys."""
+    from supervisor.config.model import IpamPool, Network
+    from supervisor.net.bridge import BridgeNetworks
+
+    b = BridgeNetworks("p", {"default": Network(key="default", name="p_default")}, "/nonexistent",
+                       pool="10.213.0.0/16")
+    b.plan(taken=[N("10.213.0.0/24")])
+    assert b.subnets == {"default": N("10.213.1.0/24")}
+    gw = b.alloc["default"]
+    routes = [N("10.213.0.0/24"), N("10.213.1.0/24")]  # the host's, with default's bridge now
+    b._plan({"back": Network(key="back", name="p_back")}, routes)
+    assert b.subnets == {"default": N("10.213.1.0/24"), "back": N("10.213.2.0/24")}
+    assert b.alloc["default"] is gw
+    with pytest.raises(IpamError, match=r"networks\.clash\.ipam\.config\.subnet: 10\.213\.1\.0/25 overlaps "
+                                        r"networks\.default \(10\.213\.1\.0/24\)"):
+        b._plan({"clash": Network(key="clash", name="p_clash", ipam=(IpamPool(subnet="10.213.1.0/25"),))}, routes)

@@ -319,10 +319,10 @@ async def open_stack_network(stack: Any, runtime_dir: str) -> AsyncIterator[Stac
 
 
 def _close_sockets(server: Any) -> None:
-    """Close a DNS server's or published port's sockets."""
-    for listener in getattr(server, "listeners", ()):
-        listener.socket.close()
-    if getattr(server, "sock", None) is not None:
+    """Close a DNS server's or published port's sockets (a TCP port's relay closes its own)."""
+    if hasattr(server, "close"):
+        server.close()
+    elif getattr(server, "sock", None) is not None:
         server.sock.close()
 
 

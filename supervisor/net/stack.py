@@ -235,8 +235,10 @@ class StackNetwork:
         changes: dict[str, Any] = {"netns": ep.netns}
         if first is not None and first.key in self.dns:
             # names come from the DNS server; /etc/hosts: the container's own names and address
-            entries = tuple((n, str(first.address)) for n in dict.fromkeys(
-                (hostname, replica.container_id)))
+            own = dict.fromkeys((hostname, replica.container_id))
+            entries = tuple((n, str(first.address)) for n in own)
+            if first.address6 is not None:
+                entries += tuple((n, str(first.address6)) for n in own)
             if not (service.dns or service.dns_search or service.dns_opt):
                 changes["resolv_conf"] = f"nameserver {self.dns[first.key].address}\n"
         else:
@@ -287,6 +289,9 @@ def _check(stack: Any) -> None:
         for att in svc.networks:
             if att.network not in stack.networks:
                 raise PysupError(f"services.{name}.networks: unknown network {att.network!r}")
+            if att.ipv6_address and not stack.networks[att.network].enable_ipv6:
+                raise PysupError(f"services.{name}.networks.{att.network}.ipv6_address: networks.{att.network} "
+                                 "has no IPv6 (set enable_ipv6: true)")
 
 
 @contextlib.asynccontextmanager

@@ -109,6 +109,43 @@ def test_a_stack_without_networks_puts_its_services_on_the_default_bridge(net_en
     assert u.stop() == 0
 
 
+IPV6 = """
+services:
+  web:
+    x-pysup: {rootfs: ROOTFS}
+    init: true
+    command: ["/bin/sh", "-c", "mkdir -p /www && echo v6-web > /www/index.html && exec httpd -f -p 80 -h /www"]
+    networks:
+      v6net: {ipv6_address: "SUBNET10"}
+  client:
+    image: host
+    depends_on: [web]
+    restart: "no"
+    command: ["/bin/sh", "-c", "for i in $$(seq 50); do curl -6 -sf --noproxy '*' -m 1 http://web/ && exit 0; sleep 0.1; done; exit 1"]
+    networks: [v6net]
+networks:
+  v6net:
+    enable_ipv6: true
+    ipam:
+      config: [{subnet: "SUBNET/64"}]
+"""
+
+
+def test_an_ipv6_network_gives_addresses_routes_and_aaaa_names(net_env):
+    subnet = f"fd70:7973:7571:{int(net_env.project[-4:], 16):x}::"  # a subnet of its own (other runs)
+    u = net_env.up(IPV6.replace("SUBNET", subnet))
+    ev = u.wait_event("replica.exited", timeout=20, service="client")
+    assert ev["exit_code"] == 0, u.stdout() + u.stderr()[-2000:]
+    assert "client-1 | v6-web" in re.sub(r" +\| ", " | ", u.stdout())  # fetched over IPv6, by name (AAAA)
+    web = u.wait_event("net.attached", container=f"{net_env.project}-web-1")
+    assert web["addresses6"] == {"v6net": f"{subnet}10"}
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+    assert f"table ip6 pysup-{net_env.project}" in out
+    assert u.stop() == 0
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+    assert f"pysup-{net_env.project}" not in out
+
+
 ISOLATION = """
 services:
   a:

@@ -144,3 +144,31 @@ def test_networks_added_later_are_planned_around_the_existing_ones():
     with pytest.raises(IpamError, match=r"networks\.clash\.ipam\.config\.subnet: 10\.213\.1\.0/25 overlaps "
                                         r"networks\.default \(10\.213\.1\.0/24\)"):
         b._plan({"clash": Network(key="clash", name="p_clash", ipam=(IpamPool(subnet="10.213.1.0/25"),))}, routes)
+
+
+def test_ipv6_subnets_and_addresses():
+    got = plan_subnets({"a": None, "b": "fd00:1::/64"}, [N("10.0.0.0/8"), ipaddress.IPv6Network("fd70:7973:7570::/64")],
+                       pool="fd70:7973:7570::/48", prefix=64, version=6)
+    assert got == {"a": ipaddress.IPv6Network("fd70:7973:7570:1::/64"), "b": ipaddress.IPv6Network("fd00:1::/64")}
+    with pytest.raises(IpamError, match=r"networks\.b\.ipam\.config\.subnet: '10\.0\.0\.0/24' is not an IPv6 subnet"):
+        plan_subnets({"b": "10.0.0.0/24"}, [], version=6)
+    a = Allocator(got["b"], key="b")
+    assert str(a.gateway) == "fd00:1::1"
+    assert str(a.allocate()) == "fd00:1::2"
+    assert str(a.allocate("fd00:1::10")) == "fd00:1::10"
+    with pytest.raises(IpamError, match=r"ipv6_address 'fd00:2::1'|ipv6_address fd00:2::1 is not a host address"):
+        a.allocate("fd00:2::1")
+    with pytest.raises(IpamError, match=r"ipv6_address '10\.0\.0\.1' is not an IPv6 address"):
+        a.allocate("10.0.0.1")
+    with pytest.raises(IpamError, match=r"networks\.b\.ipam\.config\.gateway: 10\.0\.0\.1 is not in fd00:1::/64"):
+        Allocator(got["b"], "10.0.0.1", key="b")
+
+
+def test_the_ipv4_and_ipv6_ipam_entries_are_told_apart():
+    from supervisor.config.model import IpamPool, Network
+    from supervisor.net.ipam import pool_of
+
+    n = Network(key="n", name="p_n", enable_ipv6=True,
+                ipam=(IpamPool(subnet="fd00:1::/64"), IpamPool(subnet="10.9.0.0/24", gateway="10.9.0.254")))
+    assert pool_of(n).subnet == "10.9.0.0/24" and pool_of(n, 6).subnet == "fd00:1::/64"
+    assert pool_of(Network(key="n", name="p_n", enable_ipv6=True), 6) is None

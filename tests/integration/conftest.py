@@ -206,8 +206,9 @@ class UpEnv:
         names = {bridge_name(self.project, k) for k in keys}
         for svc in doc.get("services") or {}:
             for i in range(1, 11):
-                for k in keys:
-                    names.update(veth_names(f"{self.project}-{svc}-{i}", k))
+                for gen in ("", "-r1", "-r2", "-r3"):  # a rolling update's replacements
+                    for k in keys:
+                        names.update(veth_names(f"{self.project}-{svc}-{i}{gen}", k))
         out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
         return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ": pysup" in line} & names
 

@@ -179,6 +179,9 @@ class _Relay:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.fds: dict[int, Any] = {}  # fd → _Side or _Connecting
         self.connecting: dict[int, _Connecting] = {}
+        # fds closed while handling one poll's events: that poll's later events for them are stale
+        # (the number may already be a new socket's)
+        self.stale: set[int] = set()
 
     def stop(self) -> None:
         try:
@@ -198,7 +201,10 @@ class _Relay:
                 timeout = -1.0
                 if self.connecting:
                     timeout = max(0.0, min(c.deadline for c in self.connecting.values()) - time.monotonic())
+                self.stale.clear()
                 for fd, ev in ep.poll(timeout):
+                    if fd in self.stale:
+                        continue
                     if fd == listen_fd:
                         self._accept()
                     elif fd == self.wake_r:
@@ -264,6 +270,7 @@ class _Relay:
 
     def _drop_connecting(self, c: _Connecting) -> None:
         fd = c.upstream.fileno()
+        self.stale.add(fd)
         self.fds.pop(fd, None)
         self.connecting.pop(fd, None)
         try:
@@ -387,6 +394,7 @@ class _Relay:
         if self.fds.get(pair.client.fd) is not pair.client:
             return  # ended already
         for side in (pair.client, pair.upstream):
+            self.stale.add(side.fd)
             self.fds.pop(side.fd, None)
             try:
                 self.ep.unregister(side.fd)

@@ -17,13 +17,14 @@ from .test_reconcile_scale import reconciled, save
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
-def httpd(name: str, body: str, port_line: str, extra: str = "") -> str:
+def httpd(name: str, body: str, port_line: str, extra: str = "", listen: int = 80) -> str:
     return f"""
   {name}:
     x-pysup: {{rootfs: ROOTFS}}
     init: true
     stop_grace_period: 200ms
-    command: ["/bin/sh", "-c", "mkdir /www; echo {body} > /www/index.html; exec httpd -f -p 80 -h /www"]
+    deploy: {{update_config: {{monitor: 100ms}}}}  # a replacement counts as done at once
+    command: ["/bin/sh", "-c", "mkdir /www; echo {body} > /www/index.html; exec httpd -f -p {listen} -h /www"]
     ports: ["{port_line}"]
 {extra}"""
 
@@ -91,9 +92,18 @@ def test_edits_add_and_remove_networks_and_ports(net_env):  # noqa: F811
     serves(p3, "web", u)
     serves(p2, "api", u)
 
+    # the same host port, another target port: api is replaced, the listener stays and follows
+    save(net_env, "services:" + httpd("web", "web", f"127.0.0.1:{p3}:80")
+         + httpd("api", "api81", f"127.0.0.1:{p2}:81", "    networks: [back]\n", listen=81)
+         + "networks:\n  back: {}\n")
+    done = reconciled(u, 2)
+    assert done["ok"] and done["results"] == ["replace api: ok"], done
+    u.wait_event("net.port_updated", timeout=20, port=p2, target=81)
+    serves(p2, "api81", u)
+
     # api and its network dropped: the bridge goes after api's replica
     save(net_env, "services:" + httpd("web", "web", f"127.0.0.1:{p3}:80"))
-    done = reconciled(u, 2)
+    done = reconciled(u, 3)
     assert done["ok"], done
     u.wait_event("net.bridge_removed", timeout=20, network="back")
     assert refused(p2)

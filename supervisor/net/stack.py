@@ -46,7 +46,8 @@ class StackNetwork:
         self.dns: dict[str, Any] = {}  # network key → DnsServer, for the networks whose server runs
         # published ports: (protocol, host, port) → proxy.TcpProxy / UdpProxy
         self.proxies: dict[tuple[str, str, int], Any] = {}
-        self._scopes: dict[int, trio.CancelScope] = {}  # id(server or proxy) → its serve task's scope
+        # id(server or proxy) → its serve task's scope, and an event set when that task has ended
+        self._scopes: dict[int, tuple[trio.CancelScope, trio.Event]] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the DNS servers, the published ports and the per-replica clean-ups until cancelled
@@ -60,20 +61,25 @@ class StackNetwork:
 
     async def _start(self, server: Any) -> None:
         assert self.nursery is not None
-        scope = self._scopes[id(server)] = trio.CancelScope()
+        scope, ended = self._scopes[id(server)] = trio.CancelScope(), trio.Event()
 
         async def serve(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            with scope:
-                await server.serve(task_status=task_status)
+            try:
+                with scope:
+                    await server.serve(task_status=task_status)
+            finally:
+                ended.set()
 
         await self.nursery.start(serve)
 
-    def _stop(self, server: Any) -> None:
-        """Stop serving (a published port or DNS server a live edit removed) and close its sockets."""
-        scope = self._scopes.pop(id(server), None)
+    def _stop(self, server: Any) -> trio.Event | None:
+        """Stop serving (a published port or DNS server a live edit removed) and close its
+        sockets; the event is set once they are closed (a TCP port's relay thread ends first)."""
+        scope, ended = self._scopes.pop(id(server), (None, None))
         if scope is not None:
             scope.cancel()
         _close_sockets(server)
+        return ended
 
     async def bind(self) -> None:
         """The DNS servers' and published ports' sockets, before anything starts: a host port in
@@ -97,27 +103,22 @@ class StackNetwork:
                 continue
             self.dns[key] = server
 
-    async def _bind_ports(self, stack: Any) -> tuple[dict, dict, dict]:
-        """The published ports of `stack` against those served now: (new ones, bound; kept ones
-        whose service, target or balancing changed → the new proxy; ones to stop). A host port in
-        use raises PortInUse naming the service and key, and closes what it bound."""
-        from .proxy import proxies_for
-
-        wanted: dict[tuple[str, str, int], tuple[str, Any]] = {}
-        for name, svc in stack.services.items():
-            if _attaches(svc) and svc.ports:
-                for proxy in proxies_for(svc, functools.partial(self.backends, name)):
-                    key = ("udp" if hasattr(proxy, "sessions") else "tcp", proxy.host, proxy.port)
-                    wanted[key] = (name, proxy)
+    async def _bind_ports(self, stack: Any, later: set | frozenset = frozenset()) -> tuple[dict, dict, dict]:
+        """The published ports of `stack` against those served now: (new ones, bound, except the
+        keys in `later`, not bound; kept ones whose service, target or balancing changed → the new
+        proxy; ones to stop). A host port in use raises PortInUse naming the service and key, and
+        closes what it bound."""
+        wanted = self._wanted(stack)
         new: dict = {}
         try:
             for key, (name, proxy) in wanted.items():
                 if key in self.proxies:
                     continue
-                await proxy.bind()
+                if key not in later:
+                    await proxy.bind()
+                    log.info("net.port_published", service=name, host=proxy.host, port=proxy.port,
+                             target=proxy.target, protocol=key[0])
                 new[key] = proxy
-                log.info("net.port_published", service=name, host=proxy.host, port=proxy.port,
-                         target=proxy.target, protocol=key[0])
         except BaseException:
             for proxy in new.values():
                 _close_sockets(proxy)
@@ -125,6 +126,17 @@ class StackNetwork:
         changed = {k: p for k, (_n, p) in wanted.items() if k in self.proxies}
         gone = {k: p for k, p in self.proxies.items() if k not in wanted}
         return new, changed, gone
+
+    def _wanted(self, stack: Any) -> dict[tuple[str, str, int], tuple[str, Any]]:
+        """(protocol, host, port) → (service, a new proxy) for every published port of `stack`."""
+        from .proxy import proxies_for
+
+        wanted: dict[tuple[str, str, int], tuple[str, Any]] = {}
+        for name, svc in stack.services.items():
+            if _attaches(svc) and svc.ports:
+                for proxy in proxies_for(svc, functools.partial(self.backends, name)):
+                    wanted[("udp" if hasattr(proxy, "sessions") else "tcp", proxy.host, proxy.port)] = (name, proxy)
+        return wanted
 
     def close_sockets(self) -> None:
         for server in list(self.dns.values()) + list(self.proxies.values()):
@@ -145,11 +157,24 @@ class StackNetwork:
             if key in net.networks and net.networks[key] != n:
                 raise PysupError(f"networks.{key}: a live edit cannot change an existing network "
                                  "(restart pysup up, or give the new one another key)")
-        new, changed, gone = await self._bind_ports(stack)
+        # a port that only moves to another host address (0.0.0.0:8080 → 127.0.0.1:8080) is bound
+        # once its old listener is closed, after everything else has checked out
+        keys = set(self._wanted(stack))
+        moving = {(k[0], k[2]) for k in self.proxies if k not in keys}
+        later = {k for k in keys if k not in self.proxies and (k[0], k[2]) in moving}
+        new, changed, gone = await self._bind_ports(stack, later)
         added = [k for k in wanted if k not in net.networks]
         try:
             if added:
                 await trio.to_thread.run_sync(_add_networks, net, {k: wanted[k] for k in added})
+            if later:
+                try:
+                    await self._move_ports({k: new[k] for k in later}, gone)
+                except BaseException:
+                    with trio.CancelScope(shield=True):
+                        for key in added:
+                            await trio.to_thread.run_sync(net.remove_network, key)
+                    raise
         except BaseException:
             for proxy in new.values():
                 _close_sockets(proxy)
@@ -165,12 +190,42 @@ class StackNetwork:
                 old.target, old.who, old.balancer = proxy.target, proxy.who, proxy.balancer
                 log.info("net.port_updated", host=old.host, port=old.port, target=old.target, protocol=key[0])
         for key, proxy in gone.items():
-            self._stop(self.proxies.pop(key))
-            log.info("net.port_unpublished", host=proxy.host, port=proxy.port, protocol=key[0])
+            if key in self.proxies:  # (a moved one is stopped already)
+                self._stop(self.proxies.pop(key))
+                log.info("net.port_unpublished", host=proxy.host, port=proxy.port, protocol=key[0])
         for key, proxy in new.items():
             self.proxies[key] = proxy
             await self._start(proxy)
         await self.collect()
+
+    async def _move_ports(self, later: dict, gone: dict) -> None:
+        """Bind the ports in `later` in place of the old listeners on the same protocol and port
+        (in `gone`); should one not bind, the old ones are bound and served again."""
+        ports = {(k[0], k[2]) for k in later}
+        olds = {k: p for k, p in gone.items() if (k[0], k[2]) in ports and k in self.proxies}
+        for key in olds:
+            ended = self._stop(self.proxies.pop(key))
+            if ended is not None:
+                await ended.wait()
+            log.info("net.port_unpublished", host=olds[key].host, port=olds[key].port, protocol=key[0])
+        try:
+            for key, proxy in later.items():
+                await proxy.bind()
+                log.info("net.port_published", host=proxy.host, port=proxy.port, target=proxy.target,
+                         protocol=key[0])
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                for proxy in later.values():
+                    _close_sockets(proxy)
+                for key, proxy in olds.items():
+                    try:
+                        await proxy.bind()
+                    except PysupError as e:
+                        log.error("net.port_lost", host=proxy.host, port=proxy.port, protocol=key[0], error=str(e))
+                        continue
+                    self.proxies[key] = proxy
+                    await self._start(proxy)
+            raise
 
     async def collect(self) -> None:
         """Remove the networks the stack no longer uses once no replica is on them."""

@@ -8,7 +8,7 @@ that refuses the connection is skipped for the next one, so a replica stopping b
 the connect costs no failed request.
 
 TCP is relayed outside trio: each published TCP port has a thread of its own running an epoll loop
-over non-blocking sockets (`_Relay`), started and stopped by the port's trio task (cancel it and
+over non-blocking sockets (`_Relay`), started and waited for by the port's trio task (cancel it and
 the thread ends, closing every socket). A trio task per connection and direction cost about half
 the throughput with a connection per request (bench/net.py). The balancer is called from that
 thread; it reads the supervisor's replica table (plain reads of dicts, under the GIL) and counts
@@ -109,26 +109,35 @@ class TcpProxy:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Relay until cancelled; then the thread stops and every socket is closed (established
-        connections too: the stack is stopping, or the edit dropped the port)."""
+        connections too: the stack is stopping, or the edit dropped the port). The thread is a new
+        one, not one of trio's cached workers: it makes sockets, and so must be in the network
+        namespace of the thread that starts it (a cached worker could have been born elsewhere)."""
         if self.sock is None:
             await self.bind()
         relay = self._relay = _Relay(self)
-        try:
-            async with trio.open_nursery() as n:
-                async def stop_on_cancel() -> None:
-                    try:
-                        await trio.sleep_forever()
-                    finally:
-                        relay.stop()
+        token = trio.lowlevel.current_trio_token()
+        ended = trio.Event()
+        error: list[BaseException] = []
 
-                n.start_soon(stop_on_cancel)
-                task_status.started()
-                try:
-                    await trio.to_thread.run_sync(relay.run, limiter=trio.CapacityLimiter(1))
-                finally:
-                    n.cancel_scope.cancel()
+        def body() -> None:
+            try:
+                relay.run()
+            except BaseException as e:  # noqa: BLE001 - raised in the trio task
+                error.append(e)
+            finally:
+                token.run_sync_soon(ended.set)
+
+        threading.Thread(target=body, name=f"pysup-proxy-{self.port}", daemon=True).start()
+        try:
+            task_status.started()
+            await ended.wait()
         finally:
+            relay.stop()
+            with trio.CancelScope(shield=True):
+                await ended.wait()
             self._relay = None
+        if error:
+            raise error[0]
 
 
 _IN, _OUT, _ERR = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR | select.EPOLLHUP

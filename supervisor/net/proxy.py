@@ -146,7 +146,7 @@ _IN, _OUT, _ERR = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR | select.EPOL
 class _Side:
     """One socket of a relayed connection: what is still to be written to it, whether it is read."""
 
-    __slots__ = ("sock", "fd", "other", "pair", "out", "eof", "shut", "mask")
+    __slots__ = ("sock", "fd", "other", "pair", "out", "eof", "shut", "mask")  # mask None: not in epoll
 
     def __init__(self, sock: socket.socket, pair: _Pair):
         self.sock, self.fd, self.pair = sock, sock.fileno(), pair
@@ -154,7 +154,7 @@ class _Side:
         self.out = b""  # read from `other`, not yet written here
         self.eof = False  # the peer behind this socket sent EOF
         self.shut = False  # our write side of this socket is shut down
-        self.mask = -1
+        self.mask: int | None = -1
 
 
 class _Pair:
@@ -325,9 +325,18 @@ class _Relay:
         """Watch `side` for reading while its data has somewhere to go, for writing while it has
         some pending."""
         mask = (_IN if not side.eof and not side.other.out else 0) | (_OUT if side.out else 0)
-        if mask != side.mask:
+        if side.mask is None:  # parked after a hang-up: back once there is something to do
+            if mask:
+                self.ep.register(side.fd, mask)
+                side.mask = mask
+        elif mask != side.mask:
             self.ep.modify(side.fd, mask)
             side.mask = mask
+
+    def _park(self, side: _Side) -> None:
+        if side.mask is not None:
+            self.ep.unregister(side.fd)
+            side.mask = None
 
     def _on_side(self, side: _Side, ev: int) -> None:
         if ev & _OUT and side.out:
@@ -361,11 +370,13 @@ class _Relay:
                     other.out = data[n:]
                     self._update(other)
             self._update(side)
-        elif ev & _ERR:
-            # an error or a hang-up on a socket not read now (EOF seen, or the other side's writes
-            # pending): reset or closed both ways, nothing more can be delivered (and epoll would
-            # report it again and again)
+        elif ev & select.EPOLLERR:
             self._end(side.pair)
+        elif ev & select.EPOLLHUP:
+            # shut both ways while not read now (EOF seen, or paused while the other side drains):
+            # what is left is delivered once the other side has drained; until then epoll would
+            # report the hang-up again and again, so the socket is taken out of it
+            self._park(side)
 
     def _flush(self, side: _Side) -> bool:
         try:

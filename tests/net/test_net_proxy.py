@@ -108,3 +108,38 @@ async def test_no_backend_closes_the_client_and_a_port_in_use_is_refused():
         with pytest.raises(PortInUse, match=rf"services\.web\.ports\[0\]: 127\.0\.0\.1:{port}/tcp: Address already in use"):
             await other.bind()
         n.cancel_scope.cancel()
+
+
+async def test_a_slow_client_gets_all_of_a_reply_after_both_sides_closed():
+    """The client half-closes, the backend answers with more than the socket buffers hold and
+    closes: the upstream socket is then hung up (both directions shut) with data still unread
+    while the client drains slowly; all of it arrives."""
+    port, target = free_port(), free_port()
+    body = bytes(range(256)) * (16 * 1024)  # 4 MiB
+
+    async def big(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async def handle(s: trio.SocketStream) -> None:
+            async with s:
+                while await s.receive_some(1 << 16):
+                    pass
+                await s.send_all(body)
+
+        await trio.serve_listeners(handle, await trio.open_tcp_listeners(target, host="127.0.0.5"),
+                                   task_status=task_status)
+
+    proxy = TcpProxy("127.0.0.1", port, target, Balancer(lambda: ["127.0.0.5"]))
+    async with trio.open_nursery() as n:
+        await n.start(big)
+        await n.start(proxy.serve)
+        s = await trio.open_tcp_stream("127.0.0.1", port)
+        async with s:
+            await s.send_all(b"request")
+            await s.send_eof()
+            await trio.sleep(0.2)  # the backend has written and closed, the relay is paused
+            got = bytearray()
+            with trio.fail_after(10):
+                while data := await s.receive_some(1 << 14):
+                    got += data
+                    await trio.sleep(0.0005)
+        assert len(got) == len(body) and bytes(got) == body
+        n.cancel_scope.cancel()

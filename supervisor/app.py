@@ -274,7 +274,7 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
                         gate = LiveImages(sup, environ=options.environ)  # pulls an edit's new images first
                         await n.start(gate.run)
                         await n.start(functools.partial(watch_spec, gate, reload, stack.sources,
-                                                        extra=options.watch_files))
+                                                        extra=options.watch_files, prepare=net.apply))
                     n.start_soon(_settle_memory, sup)
                     code = await sup.run()
                     n.cancel_scope.cancel()

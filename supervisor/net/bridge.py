@@ -31,7 +31,7 @@ import structlog
 from .. import syscalls as S
 from ..atomic import write_json
 from ..errors import PysupError
-from .ipam import DEFAULT_POOL, DEFAULT_PREFIX, Allocator, IpamError, plan_subnets
+from .ipam import DEFAULT_POOL, DEFAULT_POOL6, DEFAULT_PREFIX, DEFAULT_PREFIX6, Allocator, IpamError, plan_subnets, pool_of
 from .nat import FAMILY
 
 log = structlog.get_logger()
@@ -108,14 +108,20 @@ def _stub_pyroute2() -> None:
     sys.modules["pyroute2"] = mod
 
 
-def host_routes() -> list[ipaddress.IPv4Network]:
-    """The host's IPv4 routes (main table) other than the default route; other stacks' bridges
-    included (this stack's leftovers are removed before)."""
+IFA_F_NODAD = 0x02  # an IPv6 address usable at once (no duplicate address detection: pysup hands them out)
+
+
+def host_routes(family: int = 2) -> list[Any]:
+    """The host's routes (main table, IPv4, or IPv6 with family=10) other than the default route
+    (and IPv6 link-local and multicast ones); other stacks' bridges included (this stack's
+    leftovers are removed before)."""
     out = []
     with _iproute() as ipr:
-        for r in ipr.get_routes(family=2, table=254):
-            if r["dst_len"]:
-                out.append(ipaddress.IPv4Network(f"{r.get('dst')}/{r['dst_len']}", strict=False))
+        for r in ipr.get_routes(family=family, table=254):
+            if r["dst_len"] and r.get("dst"):
+                net = ipaddress.ip_network(f"{r.get('dst')}/{r['dst_len']}", strict=False)
+                if not (net.is_link_local or net.is_multicast):
+                    out.append(net)
     return out
 
 
@@ -175,11 +181,13 @@ def _remove_netns(path: str) -> bool:
 class Membership:
     """One replica's interface in one network."""
 
-    def __init__(self, key: str, ifname: str, address: ipaddress.IPv4Address, host_veth: str):
+    def __init__(self, key: str, ifname: str, address: ipaddress.IPv4Address, host_veth: str,
+                 address6: ipaddress.IPv6Address | None = None):
         self.key = key
         self.ifname = ifname
         self.address = address
         self.host_veth = host_veth
+        self.address6 = address6  # on an `enable_ipv6` network
 
 
 class Endpoint:
@@ -209,6 +217,8 @@ class BridgeNetworks:
         self.bridges: dict[str, str] = {}  # key → bridge name
         self.subnets: dict[str, ipaddress.IPv4Network] = {}
         self.alloc: dict[str, Allocator] = {}
+        self.subnets6: dict[str, ipaddress.IPv6Network] = {}  # the `enable_ipv6` networks'
+        self.alloc6: dict[str, Allocator] = {}
         self.endpoints: dict[str, Endpoint] = {}
         self.record: dict[str, list[str]] = {"bridges": [], "veths": [], "netns": [], "tables": []}
         self._lock = threading.Lock()
@@ -270,24 +280,51 @@ class BridgeNetworks:
 
     def plan(self, taken: Iterable[ipaddress.IPv4Network] | None = None) -> None:
         """Subnets and gateways for every network (raises IpamError naming the key)."""
-        for key, net in self.networks.items():
+        self.subnets, self.alloc, self.subnets6, self.alloc6 = {}, {}, {}, {}
+        self._plan(self.networks, taken)
+
+    def _plan(self, networks: dict[str, Any], taken: Iterable[ipaddress.IPv4Network] | None) -> None:
+        for key, net in networks.items():
             if net.external:
                 raise NetworkError(f"networks.{key}: external networks are not supported")
             if net.driver not in (None, "bridge"):
                 raise NetworkError(f"networks.{key}: driver {net.driver!r} is not supported (only bridge)")
-        requested = {k: (n.ipam[0].subnet if n.ipam else None) for k, n in self.networks.items()}
-        self.subnets = plan_subnets(requested, host_routes() if taken is None else taken,
-                                    pool=self.pool, prefix=self.prefix)
-        self.alloc = {k: Allocator(s, self.networks[k].ipam[0].gateway if self.networks[k].ipam else None, key=k)
-                      for k, s in self.subnets.items()}
+        pools = {k: pool_of(n) for k, n in networks.items()}
+        requested = {k: (p.subnet if p is not None else None) for k, p in pools.items()}
+        # the stack's networks planned before are taken (they are requested again, at their place)
+        fixed = {k: str(s) for k, s in self.subnets.items()}
+        subnets = plan_subnets({**fixed, **requested},
+                               [t for t in (host_routes() if taken is None else taken) if t not in self.subnets.values()],
+                               pool=self.pool, prefix=self.prefix)
+        alloc = {k: Allocator(subnets[k], p.gateway if p is not None else None, key=k) for k, p in pools.items()}
+        v6 = {k: pool_of(n, 6) for k, n in networks.items() if n.enable_ipv6}
+        subnets6: dict[str, Any] = {}
+        alloc6 = {}
+        if v6:
+            fixed6 = {k: str(s) for k, s in self.subnets6.items()}
+            routes6 = host_routes(10) if taken is None else [t for t in taken if t.version == 6]
+            subnets6 = plan_subnets({**fixed6, **{k: (p.subnet if p else None) for k, p in v6.items()}},
+                                    [t for t in routes6 if t not in self.subnets6.values()],
+                                    pool=DEFAULT_POOL6, prefix=DEFAULT_PREFIX6, version=6)
+            alloc6 = {k: Allocator(subnets6[k], p.gateway if p else None, key=k) for k, p in v6.items()}
+        for k in networks:
+            self.subnets[k] = subnets[k]
+            if k in v6:
+                self.subnets6[k] = subnets6[k]
+        self.alloc.update(alloc)
+        self.alloc6.update(alloc6)
 
     def setup(self) -> None:
         """Plan (if not done) and create the bridges."""
         if not self.alloc:
             self.plan()
         os.makedirs(self.netns_dir, mode=0o700, exist_ok=True)
+        self._make_bridges(list(self.subnets))
+
+    def _make_bridges(self, keys: list[str]) -> None:
         with _iproute() as ipr:
-            for key, subnet in self.subnets.items():
+            for key in keys:
+                subnet = self.subnets[key]
                 name = bridge_name(self.project, key)
                 self._note("bridges", name)
                 _delete_link(ipr, name)
@@ -296,15 +333,68 @@ class BridgeNetworks:
                 ipr.link("add", ifname=name, kind="bridge", address=bridge_mac(self.project, key))
                 idx = ipr.link_lookup(ifname=name)[0]
                 ipr.addr("add", index=idx, address=str(self.alloc[key].gateway), prefixlen=subnet.prefixlen)
+                extra = {}
+                if key in self.subnets6:
+                    ipr.addr("add", index=idx, address=str(self.alloc6[key].gateway),
+                             prefixlen=self.subnets6[key].prefixlen, flags=IFA_F_NODAD)
+                    extra = {"subnet6": str(self.subnets6[key]), "gateway6": str(self.alloc6[key].gateway)}
                 ipr.link("set", index=idx, state="up")
                 self.bridges[key] = name
                 log.info("net.bridge_created", network=key, bridge=name, subnet=str(subnet),
-                         gateway=str(self.alloc[key].gateway))
+                         gateway=str(self.alloc[key].gateway), **extra)
+        self._install_nat()
+
+    def _install_nat(self) -> None:
+        """pysup's nftables table for the networks there are now (replaced in one transaction)."""
         from . import nat
 
-        self._note("tables", nat.table_name(self.project))
-        nat.install(self.project, [(self.bridges[k], self.subnets[k], self.networks[k].internal)
-                                   for k in self.subnets])
+        if self.bridges:
+            self._note("tables", nat.table_name(self.project))
+            nat.install(self.project, [(self.bridges[k], self.subnets[k], self.networks[k].internal)
+                                       for k in self.bridges],
+                        [(self.bridges[k], self.subnets6[k], self.networks[k].internal)
+                         for k in self.bridges if k in self.subnets6])
+        elif self.record["tables"]:
+            nat.remove(self.project)
+            self._forget("tables", nat.table_name(self.project))
+
+    def add_networks(self, networks: dict[str, Any], taken: Iterable[ipaddress.IPv4Network] | None = None) -> None:
+        """A live edit's new networks: plan them beside the existing ones (an overlap is an
+        IpamError naming the key, and nothing is made), then create their bridges."""
+        new = {k: n for k, n in networks.items() if k not in self.networks}
+        if not new:
+            return
+        before = (dict(self.subnets), dict(self.alloc), dict(self.subnets6), dict(self.alloc6))
+        try:
+            self._plan(new, taken)
+        except BaseException:
+            self.subnets, self.alloc, self.subnets6, self.alloc6 = before
+            raise
+        self.networks.update(new)
+        os.makedirs(self.netns_dir, mode=0o700, exist_ok=True)
+        try:
+            self._make_bridges(list(new))
+        except BaseException:
+            for key in new:
+                self.remove_network(key)
+            raise
+
+    def in_use(self, key: str) -> bool:
+        return any(m.key == key for ep in list(self.endpoints.values()) for m in ep.members)
+
+    def remove_network(self, key: str) -> None:
+        """Remove a network no endpoint is on any more (a live edit dropped it)."""
+        with _iproute() as ipr:
+            name = self.bridges.pop(key, None) or bridge_name(self.project, key)
+            _delete_link(ipr, name)
+            self._forget("bridges", name)
+        self.networks.pop(key, None)
+        self.subnets.pop(key, None)
+        self.alloc.pop(key, None)
+        self.subnets6.pop(key, None)
+        self.alloc6.pop(key, None)
+        self._install_nat()
+        log.info("net.bridge_removed", network=key, bridge=name)
 
     def close(self) -> None:
         """Remove every endpoint and bridge, and the record."""
@@ -355,14 +445,20 @@ class BridgeNetworks:
             plan = []
             try:
                 for i, att in enumerate(service.networks):
-                    addr = self.alloc[att.network].allocate(att.ipv4_address if index == 1 else None,
-                                                            who=f"services.{service.name}.networks.{att.network}: ")
+                    who = f"services.{service.name}.networks.{att.network}: "
+                    addr = self.alloc[att.network].allocate(att.ipv4_address if index == 1 else None, who=who)
                     host, peer = veth_names(container_id, att.network)
-                    ep.members.append(Membership(att.network, att.interface_name or f"eth{i}", addr, host))
+                    m = Membership(att.network, att.interface_name or f"eth{i}", addr, host)
+                    ep.members.append(m)
+                    if att.network in self.alloc6:
+                        m.address6 = self.alloc6[att.network].allocate(att.ipv6_address if index == 1 else None,
+                                                                       who=who)
                     plan.append((att.network, host, peer))
             except IpamError:
                 for m in ep.members:
                     self.alloc[m.key].release(m.address)
+                    if m.address6 is not None:
+                        self.alloc6[m.key].release(m.address6)
                 raise
             self._note("netns", path)
             for _key, host, _peer in plan:
@@ -375,8 +471,9 @@ class BridgeNetworks:
             if isinstance(e, (OSError,)) or type(e).__module__.startswith("pyroute2"):
                 raise NetworkError(f"services.{service.name}: network set-up failed: {e}") from None
             raise
+        v6 = {m.key: str(m.address6) for m in ep.members if m.address6 is not None}
         log.info("net.attached", container=container_id,
-                 addresses={m.key: str(m.address) for m in ep.members})
+                 addresses={m.key: str(m.address) for m in ep.members}, **({"addresses6": v6} if v6 else {}))
         return ep
 
     def _wire(self, ep: Endpoint, plan: list[tuple[str, str, str]]) -> None:
@@ -400,16 +497,23 @@ class BridgeNetworks:
             with _iproute() as ipr:  # this thread is in the new namespace now
                 lo = ipr.link_lookup(ifname="lo")[0]
                 ipr.link("set", index=lo, state="up")
-                default_gw = None
+                default_gw = default_gw6 = None
                 for (key, _host, peer), m in zip(plan, ep.members):
                     idx = ipr.link_lookup(ifname=peer)[0]
                     ipr.link("set", index=idx, ifname=m.ifname)
                     ipr.addr("add", index=idx, address=str(m.address), prefixlen=self.subnets[key].prefixlen)
+                    if m.address6 is not None:
+                        ipr.addr("add", index=idx, address=str(m.address6), prefixlen=self.subnets6[key].prefixlen,
+                                 flags=IFA_F_NODAD)
                     ipr.link("set", index=idx, state="up")
                     if default_gw is None and not self.networks[key].internal:
                         default_gw = str(self.alloc[key].gateway)
+                    if default_gw6 is None and m.address6 is not None and not self.networks[key].internal:
+                        default_gw6 = str(self.alloc6[key].gateway)
                 if default_gw is not None:
                     ipr.route("add", dst="0.0.0.0/0", gateway=default_gw)
+                if default_gw6 is not None:
+                    ipr.route("add", dst="::/0", gateway=default_gw6, family=10)
         finally:
             host_ipr.close()
 
@@ -425,6 +529,8 @@ class BridgeNetworks:
                     _delete_link(ipr, m.host_veth)
                     self._forget("veths", m.host_veth)
                     self.alloc[m.key].release(m.address)
+                    if m.address6 is not None and m.key in self.alloc6:
+                        self.alloc6[m.key].release(m.address6)
         finally:
             _remove_netns(ep.netns)  # its veth ends go with it, should the deletes above have failed
         self._forget("netns", ep.netns)
@@ -446,6 +552,8 @@ class BridgeNetworks:
                     known = True
                     if eligible(ep.container_id):
                         out.append(str(m.address))
+                        if m.address6 is not None:
+                            out.append(str(m.address6))
         return known, out
 
     def hosts_entries(self, container_id: str) -> list[tuple[str, str]]:
@@ -462,4 +570,6 @@ class BridgeNetworks:
                     continue
                 names = [ep.service, f"{ep.service}.{ep.index}", ep.container_id, *ep.aliases.get(m.key, ())]
                 out += [(n, str(m.address)) for n in names]
+                if m.address6 is not None:
+                    out += [(n, str(m.address6)) for n in names]
         return out

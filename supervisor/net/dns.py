@@ -3,8 +3,9 @@
 A query (A, AAAA, ANY) for a name the stack knows in that network — a service name, SERVICE.N, a
 container name, an alias — is answered from the current endpoints (`lookup`): service names and
 aliases with every eligible (running or healthy; not unhealthy, stopping or starting) replica's
-address, shuffled; TTL 0, so clients come back. AAAA gets an empty NOERROR answer (no IPv6 in
-stack networks). Any other name is forwarded as is to the host's resolvers (`upstreams`: from the
+address, shuffled; TTL 0, so clients come back. A gets the IPv4 addresses, AAAA the IPv6 ones
+(networks with `enable_ipv6`), an empty NOERROR answer when there are none of that type; NXDOMAIN
+when nothing is eligible. Any other name is forwarded as is to the host's resolvers (`upstreams`: from the
 host's /etc/resolv.conf, loopback ones included: the supervisor runs in the host's namespace), the
 reply relayed with the client's id. Wire format: dnspython.
 """
@@ -51,14 +52,16 @@ def answer(query: bytes, lookup: Lookup, *, shuffle: bool = True) -> bytes | Non
         return None
     resp = dns.message.make_response(msg)
     resp.flags |= dns.flags.AA | dns.flags.RA
-    if q.rdtype in (dns.rdatatype.A, dns.rdatatype.ANY):
-        addrs = list(addrs)
-        if shuffle:
-            random.shuffle(addrs)
-        if addrs:
-            resp.answer.append(dns.rrset.from_text_list(q.name, 0, dns.rdataclass.IN, dns.rdatatype.A, addrs))
-        else:
-            resp.set_rcode(dns.rcode.NXDOMAIN)  # ours, but nothing eligible right now
+    addrs = list(addrs)
+    if not addrs:
+        resp.set_rcode(dns.rcode.NXDOMAIN)  # ours, but nothing eligible right now
+        return resp.to_wire()
+    if shuffle:
+        random.shuffle(addrs)
+    for rdtype, of_type in ((dns.rdatatype.A, [a for a in addrs if ":" not in a]),
+                            (dns.rdatatype.AAAA, [a for a in addrs if ":" in a])):
+        if q.rdtype in (rdtype, dns.rdatatype.ANY) and of_type:  # none of the type: NODATA
+            resp.answer.append(dns.rrset.from_text_list(q.name, 0, dns.rdataclass.IN, rdtype, of_type))
     return resp.to_wire()
 
 

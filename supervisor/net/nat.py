@@ -5,7 +5,9 @@
                                      iifname BRIDGE oifname != BRIDGE oifname "pysup*" drop  (the others:
                                      no forwarding between pysup networks, of this stack or another)
 
-Written with `nft -j -f -` (JSON in, one transaction), removed with `delete table`. The host's
+Networks with IPv6 (`enable_ipv6`) get the same rules for their IPv6 subnet in a second table,
+`ip6 pysup-<project>`. Written with `nft -j -f -` (JSON in, one transaction), removed with
+`delete table`. The host's
 `net.ipv4.ip_forward` is not changed: with it off, the NAT rules exist but nothing is forwarded
 (a warning says so).
 """
@@ -24,6 +26,7 @@ from ..errors import PysupError
 log = structlog.get_logger()
 
 FAMILY = "ip"
+FAMILY6 = "ip6"
 
 
 class NatError(PysupError):
@@ -38,19 +41,21 @@ def _meta(key: str, op: str, value: str) -> dict:
     return {"match": {"op": op, "left": {"meta": {"key": key}}, "right": value}}
 
 
-def ruleset(project: str, networks: Iterable[tuple[str, Any, bool]]) -> dict:
-    """The JSON batch that creates the table. `networks`: (bridge, IPv4Network, internal)."""
+def ruleset(project: str, networks: Iterable[tuple[str, Any, bool]], family: str = FAMILY) -> dict:
+    """The JSON batch that creates the table. `networks`: (bridge, IPv4Network, internal); with
+    family `ip6`, their IPv6 subnets."""
     t = table_name(project)
+    proto = "ip6" if family == FAMILY6 else "ip"
     cmds: list[dict] = [
-        {"add": {"table": {"family": FAMILY, "name": t}}},
-        {"add": {"chain": {"family": FAMILY, "table": t, "name": "postrouting", "type": "nat",
+        {"add": {"table": {"family": family, "name": t}}},
+        {"add": {"chain": {"family": family, "table": t, "name": "postrouting", "type": "nat",
                            "hook": "postrouting", "prio": 100, "policy": "accept"}}},
-        {"add": {"chain": {"family": FAMILY, "table": t, "name": "forward", "type": "filter",
+        {"add": {"chain": {"family": family, "table": t, "name": "forward", "type": "filter",
                            "hook": "forward", "prio": 0, "policy": "accept"}}},
     ]
 
     def rule(chain: str, expr: list) -> dict:
-        return {"add": {"rule": {"family": FAMILY, "table": t, "chain": chain, "expr": expr}}}
+        return {"add": {"rule": {"family": family, "table": t, "chain": chain, "expr": expr}}}
 
     for bridge, subnet, internal in networks:
         if internal:
@@ -58,7 +63,7 @@ def ruleset(project: str, networks: Iterable[tuple[str, Any, bool]]) -> dict:
                                          {"drop": None}]))
             continue
         cmds.append(rule("postrouting", [
-            {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "saddr"}},
                        "right": {"prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}}}},
             _meta("oifname", "!=", bridge), {"masquerade": None}]))
         cmds.append(rule("forward", [_meta("iifname", "==", bridge), _meta("oifname", "!=", bridge),
@@ -77,16 +82,25 @@ def _nft(args: list[str], stdin: str | None = None, check: bool = True) -> subpr
     return p
 
 
-def table_exists(project: str) -> bool:
-    p = _nft(["-j", "list", "tables", FAMILY], check=False)
+def table_exists(project: str, family: str = FAMILY) -> bool:
+    p = _nft(["-j", "list", "tables", family], check=False)
     if p.returncode != 0:
         return False
     return any(x.get("table", {}).get("name") == table_name(project) for x in json.loads(p.stdout)["nftables"])
 
 
-def install(project: str, networks: Iterable[tuple[str, Any, bool]]) -> None:
-    remove(project)
-    _nft(["-j", "-f", "-"], json.dumps(ruleset(project, networks)))
+def install(project: str, networks: Iterable[tuple[str, Any, bool]],
+            networks6: Iterable[tuple[str, Any, bool]] = ()) -> None:
+    """Create the project's table (and its ip6 one for `networks6`), or replace them (a live edit
+    added or removed a network): one transaction, so the old rules hold until the new ones do."""
+    networks6 = list(networks6)
+    cmds: list[dict] = []
+    for family, nets in ((FAMILY, networks), (FAMILY6, networks6)):
+        table = {"family": family, "name": table_name(project)}
+        cmds += [{"add": {"table": dict(table)}}, {"delete": {"table": dict(table)}}]
+        if family == FAMILY or networks6:
+            cmds += ruleset(project, nets, family)["nftables"]
+    _nft(["-j", "-f", "-"], json.dumps({"nftables": cmds}))
     try:
         with open("/proc/sys/net/ipv4/ip_forward") as f:
             if f.read().strip() != "1":
@@ -94,11 +108,21 @@ def install(project: str, networks: Iterable[tuple[str, Any, bool]]) -> None:
                                                          "out (pysup does not change it)")
     except OSError:
         pass
+    if any(not internal for _b, _s, internal in networks6):
+        try:
+            with open("/proc/sys/net/ipv6/conf/all/forwarding") as f:
+                if f.read().strip() != "1":
+                    log.warning("net.forwarding_off", detail="net.ipv6.conf.all.forwarding is 0: containers "
+                                                             "get no IPv6 route out (pysup does not change it)")
+        except OSError:
+            pass
 
 
 def remove(project: str) -> bool:
-    """Delete the project's table; False when there was none."""
-    if not table_exists(project):
-        return False
-    _nft(["delete", "table", FAMILY, table_name(project)])
-    return True
+    """Delete the project's tables (ip, ip6); False when there was none."""
+    found = False
+    for family in (FAMILY, FAMILY6):
+        if table_exists(project, family):
+            _nft(["delete", "table", family, table_name(project)])
+            found = True
+    return found

@@ -6,11 +6,24 @@ connections (`x-pysup.load_balance: least-connections`). A replica leaving the r
 stopping, gone) gets no new connections; the ones it has are left alone until they end. A backend
 that refuses the connection is skipped for the next one, so a replica stopping between the pick and
 the connect costs no failed request.
+
+TCP is relayed outside trio: each published TCP port has a thread of its own running an epoll loop
+over non-blocking sockets (`_Relay`), started and waited for by the port's trio task (cancel it and
+the thread ends, closing every socket). A trio task per connection and direction cost about half
+the throughput with a connection per request (bench/net.py). The balancer is called from that
+thread; it reads the supervisor's replica table (plain reads of dicts, under the GIL) and counts
+open connections under a lock. UDP stays in trio.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
+import os
+import select
+import socket
+import threading
+import time
 from typing import Any, Callable
 
 import structlog
@@ -36,8 +49,17 @@ class Balancer:
     def __init__(self, backends: Backends, policy: str = "round-robin"):
         self.backends = backends
         self.policy = policy
-        self.active: dict[str, int] = {}
+        self.active: dict[str, int] = {}  # open connections per address (the relay threads count too)
         self._turn = itertools.count()
+        self._lock = threading.Lock()
+
+    def opened(self, addr: str) -> None:
+        with self._lock:
+            self.active[addr] = self.active.get(addr, 0) + 1
+
+    def closed(self, addr: str) -> None:
+        with self._lock:
+            self.active[addr] -= 1
 
     def candidates(self) -> list[str]:
         """Every eligible address, the preferred first."""
@@ -52,62 +74,354 @@ class Balancer:
         return addrs[start:] + addrs[:start]
 
 
-async def _pipe(src: trio.SocketStream, dst: trio.SocketStream, both: trio.CancelScope) -> None:
-    """Copy until EOF, then half-close `dst` (the other direction goes on); a reset on either side
-    ends both directions (`both`), so the client never waits on a dead backend."""
-    try:
-        while data := await src.receive_some(BUFSIZE):
-            await dst.send_all(data)
-        await dst.send_eof()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        both.cancel()
-
-
-async def _connect(addr: str, port: int) -> trio.SocketStream:
-    """A TCP connection to an IPv4 address (no resolver, no happy eyeballs: one address)."""
-    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
-    try:
-        with trio.fail_after(CONNECT_TIMEOUT):
-            await sock.connect((addr, port))
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketStream(sock)
-
-
 class TcpProxy:
+    """One published TCP port. The connections are relayed by a thread of its own (`_Relay`: an
+    epoll loop over non-blocking sockets, no task per connection); the trio side binds the port
+    (before anything starts) and runs and stops the thread. `target` and `balancer` are read per
+    connection, so a live edit may change them."""
+
     def __init__(self, host: str, port: int, target: int, balancer: Balancer, *, who: str = ""):
         self.host, self.port, self.target, self.balancer, self.who = host, port, target, balancer, who
-        self.listeners: list[trio.SocketListener] = []
+        self.sock: socket.socket | None = None
+        self._relay: _Relay | None = None
 
     async def bind(self) -> None:
         try:
-            self.listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+            family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
+                                        flags=socket.AI_PASSIVE)[0][0]
+            sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         except OSError as e:
             raise PortInUse(f"{self.who}{self.host}:{self.port}/tcp: {e.strerror or e}") from None
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(1024)
+            sock.setblocking(False)
+        except OSError as e:
+            sock.close()
+            raise PortInUse(f"{self.who}{self.host}:{self.port}/tcp: {e.strerror or e}") from None
+        self.sock = sock
+
+    def close(self) -> None:
+        """Close the listening socket of a proxy that is not serving (serve closes its own)."""
+        if self._relay is None and self.sock is not None:
+            self.sock.close()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        if not self.listeners:
+        """Relay until cancelled; then the thread stops and every socket is closed (established
+        connections too: the stack is stopping, or the edit dropped the port). The thread is a new
+        one, not one of trio's cached workers: it makes sockets, and so must be in the network
+        namespace of the thread that starts it (a cached worker could have been born elsewhere)."""
+        if self.sock is None:
             await self.bind()
-        await trio.serve_listeners(self.handle, self.listeners, task_status=task_status)
+        relay = self._relay = _Relay(self)
+        token = trio.lowlevel.current_trio_token()
+        ended = trio.Event()
+        error: list[BaseException] = []
 
-    async def handle(self, client: trio.SocketStream) -> None:
-        async with client:
-            for addr in self.balancer.candidates():
-                try:
-                    upstream = await _connect(addr, self.target)
-                except (OSError, trio.TooSlowError) as e:
-                    log.info("proxy.backend_skipped", port=self.port, backend=addr, error=repr(e))
-                    continue  # stopping or not listening: the next one
-                self.balancer.active[addr] = self.balancer.active.get(addr, 0) + 1
-                try:
-                    async with upstream, trio.open_nursery() as n:
-                        n.start_soon(_pipe, client, upstream, n.cancel_scope)
-                        await _pipe(upstream, client, n.cancel_scope)  # one task fewer per connection
-                finally:
-                    self.balancer.active[addr] -= 1
+        def body() -> None:
+            try:
+                relay.run()
+            except BaseException as e:  # noqa: BLE001 - raised in the trio task
+                error.append(e)
+            finally:
+                token.run_sync_soon(ended.set)
+
+        threading.Thread(target=body, name=f"pysup-proxy-{self.port}", daemon=True).start()
+        try:
+            task_status.started()
+            await ended.wait()
+        finally:
+            relay.stop()
+            with trio.CancelScope(shield=True):
+                await ended.wait()
+            self._relay = None
+        if error:
+            raise error[0]
+
+
+_IN, _OUT, _ERR = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR | select.EPOLLHUP
+
+
+class _Side:
+    """One socket of a relayed connection: what is still to be written to it, whether it is read."""
+
+    __slots__ = ("sock", "fd", "other", "pair", "out", "eof", "shut", "mask")  # mask None: not in epoll
+
+    def __init__(self, sock: socket.socket, pair: _Pair):
+        self.sock, self.fd, self.pair = sock, sock.fileno(), pair
+        self.other: _Side = self
+        self.out = b""  # read from `other`, not yet written here
+        self.eof = False  # the peer behind this socket sent EOF
+        self.shut = False  # our write side of this socket is shut down
+        self.mask: int | None = -1
+
+
+class _Pair:
+    __slots__ = ("client", "upstream", "addr")
+
+    def __init__(self, client: socket.socket, upstream: socket.socket, addr: str):
+        self.addr = addr
+        self.client, self.upstream = _Side(client, self), _Side(upstream, self)
+        self.client.other, self.upstream.other = self.upstream, self.client
+
+
+class _Connecting:
+    """A client accepted, its upstream connect in flight; `rest`: the candidates after this one."""
+
+    __slots__ = ("client", "upstream", "addr", "rest", "deadline")
+
+    def __init__(self, client: socket.socket, upstream: socket.socket, addr: str, rest: list[str], deadline: float):
+        self.client, self.upstream, self.addr, self.rest, self.deadline = client, upstream, addr, rest, deadline
+
+
+class _Relay:
+    """The epoll loop of one TcpProxy, in a thread of its own. Per connection: accept, pick the
+    backends in order (`balancer.candidates()`), a non-blocking connect to the first (a refusal
+    or `CONNECT_TIMEOUT` moves on to the next), then copy both ways; a side's EOF is passed on as
+    a half-close once what was read before it is written; a reset ends both sides. A write that
+    would block stops reading the other side until it drains (no buffering beyond one read)."""
+
+    def __init__(self, proxy: TcpProxy):
+        self.proxy = proxy
+        self.ep = select.epoll()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.fds: dict[int, Any] = {}  # fd → _Side or _Connecting
+        self.connecting: dict[int, _Connecting] = {}
+        # fds closed while handling one poll's events: that poll's later events for them are stale
+        # (the number may already be a new socket's)
+        self.stale: set[int] = set()
+
+    def stop(self) -> None:
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:
+            pass
+
+    def run(self) -> None:
+        proxy = self.proxy
+        assert proxy.sock is not None
+        listen_fd = proxy.sock.fileno()
+        ep = self.ep
+        ep.register(listen_fd, _IN)
+        ep.register(self.wake_r, _IN)
+        try:
+            while True:
+                timeout = -1.0
+                if self.connecting:
+                    timeout = max(0.0, min(c.deadline for c in self.connecting.values()) - time.monotonic())
+                self.stale.clear()
+                for fd, ev in ep.poll(timeout):
+                    if fd in self.stale:
+                        continue
+                    if fd == listen_fd:
+                        self._accept()
+                    elif fd == self.wake_r:
+                        return
+                    else:
+                        obj = self.fds.get(fd)
+                        try:
+                            if type(obj) is _Side:
+                                self._on_side(obj, ev)
+                            elif type(obj) is _Connecting:
+                                self._on_connected(obj)
+                        except Exception as e:  # noqa: BLE001 - one connection's trouble, not the port's
+                            log.error("proxy.relay_error", port=proxy.port, error=repr(e))
+                            if type(obj) is _Side:
+                                self._end(obj.pair)
+                if self.connecting:
+                    now = time.monotonic()
+                    for c in [c for c in self.connecting.values() if c.deadline <= now]:
+                        self._failed(c, "connect timed out")
+        finally:
+            for obj in list(self.fds.values()):
+                if type(obj) is _Side:
+                    self._end(obj.pair)
+                elif type(obj) is _Connecting:
+                    self._drop_connecting(obj)
+                    obj.client.close()
+            ep.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            proxy.sock.close()
+
+    # --- a new connection ---------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        proxy = self.proxy
+        assert proxy.sock is not None
+        for _ in range(64):
+            try:
+                client, _peer = proxy.sock.accept()
+            except (BlockingIOError, InterruptedError):
                 return
-            log.warning("proxy.no_backend", port=self.port, target=self.target)
+            except OSError as e:  # ECONNABORTED, EMFILE: this one is lost, the port goes on
+                log.warning("proxy.accept_failed", port=proxy.port, error=str(e))
+                return
+            client.setblocking(False)
+            cands = proxy.balancer.candidates()
+            if not cands:
+                log.warning("proxy.no_backend", port=proxy.port, target=proxy.target)
+                client.close()
+                continue
+            self._connect(client, cands[0], cands[1:])
+
+    def _connect(self, client: socket.socket, addr: str, rest: list[str]) -> None:
+        up = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        err = up.connect_ex((addr, self.proxy.target))
+        c = _Connecting(client, up, addr, rest, time.monotonic() + CONNECT_TIMEOUT)
+        if err not in (0, errno.EINPROGRESS):
+            self._failed(c, os.strerror(err), registered=False)
+            return
+        self.fds[up.fileno()] = c
+        self.connecting[up.fileno()] = c
+        self.ep.register(up.fileno(), _OUT)
+
+    def _drop_connecting(self, c: _Connecting) -> None:
+        fd = c.upstream.fileno()
+        self.stale.add(fd)
+        self.fds.pop(fd, None)
+        self.connecting.pop(fd, None)
+        try:
+            self.ep.unregister(fd)
+        except (OSError, ValueError):
+            pass
+        c.upstream.close()
+
+    def _failed(self, c: _Connecting, why: str, registered: bool = True) -> None:
+        """The connect to `c.addr` failed (stopping, not listening): the next candidate."""
+        log.info("proxy.backend_skipped", port=self.proxy.port, backend=c.addr, error=why)
+        if registered:
+            self._drop_connecting(c)
+        else:
+            c.upstream.close()
+        if c.rest:
+            self._connect(c.client, c.rest[0], c.rest[1:])
+        else:
+            log.warning("proxy.no_backend", port=self.proxy.port, target=self.proxy.target)
+            c.client.close()
+
+    def _on_connected(self, c: _Connecting) -> None:
+        err = c.upstream.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._failed(c, os.strerror(err))
+            return
+        fd = c.upstream.fileno()
+        self.connecting.pop(fd, None)
+        for s in (c.client, c.upstream):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pair = _Pair(c.client, c.upstream, c.addr)
+        self.proxy.balancer.opened(c.addr)
+        self.fds[fd] = pair.upstream
+        self.fds[pair.client.fd] = pair.client
+        pair.upstream.mask = _OUT  # registered while connecting
+        self.ep.register(pair.client.fd, _IN)
+        pair.client.mask = _IN
+        self._update(pair.upstream)
+
+    # --- copying --------------------------------------------------------------------------------
+
+    def _update(self, side: _Side) -> None:
+        """Watch `side` for reading while its data has somewhere to go, for writing while it has
+        some pending."""
+        mask = (_IN if not side.eof and not side.other.out else 0) | (_OUT if side.out else 0)
+        if side.mask is None:  # parked after a hang-up: back once there is something to do
+            if mask:
+                self.ep.register(side.fd, mask)
+                side.mask = mask
+        elif mask != side.mask:
+            self.ep.modify(side.fd, mask)
+            side.mask = mask
+
+    def _park(self, side: _Side) -> None:
+        if side.mask is not None:
+            self.ep.unregister(side.fd)
+            side.mask = None
+
+    def _on_side(self, side: _Side, ev: int) -> None:
+        if ev & _OUT and side.out:
+            if not self._flush(side):
+                return
+        if ev & (_IN | _ERR) and not side.eof and not side.other.out:
+            try:
+                data = side.sock.recv(BUFSIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._end(side.pair)
+                return
+            if not data:
+                side.eof = True
+                other = side.other
+                if not other.out:
+                    self._shut(other)
+                if self._done(side.pair):
+                    return
+            else:
+                other = side.other
+                try:
+                    n = other.sock.send(data)
+                except (BlockingIOError, InterruptedError):
+                    n = 0
+                except OSError:
+                    self._end(side.pair)
+                    return
+                if n < len(data):
+                    other.out = data[n:]
+                    self._update(other)
+            self._update(side)
+        elif ev & select.EPOLLERR:
+            self._end(side.pair)
+        elif ev & select.EPOLLHUP:
+            # shut both ways while not read now (EOF seen, or paused while the other side drains):
+            # what is left is delivered once the other side has drained; until then epoll would
+            # report the hang-up again and again, so the socket is taken out of it
+            self._park(side)
+
+    def _flush(self, side: _Side) -> bool:
+        try:
+            n = side.sock.send(side.out)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            self._end(side.pair)
+            return False
+        side.out = side.out[n:]
+        if not side.out:
+            if side.other.eof:
+                self._shut(side)
+                if self._done(side.pair):
+                    return False
+            self._update(side.other)
+        self._update(side)
+        return True
+
+    def _shut(self, side: _Side) -> None:
+        if not side.shut:
+            side.shut = True
+            try:
+                side.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def _done(self, pair: _Pair) -> bool:
+        if pair.client.eof and pair.upstream.eof and not pair.client.out and not pair.upstream.out:
+            self._end(pair)
+            return True
+        return False
+
+    def _end(self, pair: _Pair) -> None:
+        if self.fds.get(pair.client.fd) is not pair.client:
+            return  # ended already
+        for side in (pair.client, pair.upstream):
+            self.stale.add(side.fd)
+            self.fds.pop(side.fd, None)
+            try:
+                self.ep.unregister(side.fd)
+            except (OSError, ValueError):
+                pass
+            side.sock.close()
+        self.proxy.balancer.closed(pair.addr)
 
 
 class UdpProxy:
@@ -151,7 +465,7 @@ class UdpProxy:
                         pass
 
     async def _replies(self, peer: Any, up: trio.socket.SocketType, addr: str) -> None:
-        self.balancer.active[addr] = self.balancer.active.get(addr, 0) + 1
+        self.balancer.opened(addr)
         try:
             with up:
                 while True:
@@ -165,7 +479,7 @@ class UdpProxy:
             return
         finally:
             self.sessions.pop(peer, None)
-            self.balancer.active[addr] -= 1
+            self.balancer.closed(addr)
 
 
 def proxies_for(service: Any, backends: Callable[..., list[str]]) -> list[TcpProxy | UdpProxy]:

@@ -2,9 +2,9 @@
 container, removed after the last) and `StackNetwork.decorate` (a replica's ContainerSpec joins its
 prepared network namespace and gets a generated /etc/hosts).
 
-Networking is on when the stack declares a network of its own (anything but the implicit bare
-`default`); otherwise containers keep a private loopback-only namespace, as before (see
-specs/networking.md).
+Every service without `network_mode` is on a bridge: the networks it lists, else the stack's
+`default` network (as Docker Compose does); `network_mode: none|host|service:NAME` keeps that
+(see specs/networking.md).
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from ..errors import PysupError
 log = structlog.get_logger()
 
 
-def wants_bridges(stack: Any) -> bool:
-    """True when the stack declares networks of its own (not just the implicit bare `default`)."""
-    for key, net in stack.networks.items():
-        if key != "default" or net.ipam or net.internal or net.driver or net.external or net.driver_opts:
-            return True
-    return False
+def used_networks(stack: Any) -> dict[str, Any]:
+    """The stack's networks that some service joins (key → config.model.Network); the implicit
+    `default` included when a service has no `networks:` and no `network_mode`."""
+    return {k: n for k, n in stack.networks.items()
+            if any(a.network == k for s in stack.services.values() if _attaches(s) for a in s.networks)}
 
 
 def _attaches(service: Any) -> bool:
@@ -45,27 +44,56 @@ class StackNetwork:
         self.replicas: dict[str, Any] = {}  # container id → Replica (its state decides DNS answers)
         self.seen: dict[str, Any] = {}  # container id → Replica, every one started (network_mode: service:)
         self.dns: dict[str, Any] = {}  # network key → DnsServer, for the networks whose server runs
-        self.proxies: list[Any] = []  # published ports (proxy.TcpProxy / UdpProxy)
+        # published ports: (protocol, host, port) → proxy.TcpProxy / UdpProxy
+        self.proxies: dict[tuple[str, str, int], Any] = {}
+        # id(server or proxy) → its serve task's scope, and an event set when that task has ended
+        self._scopes: dict[int, tuple[trio.CancelScope, trio.Event]] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the DNS servers and the per-replica clean-ups until cancelled (then every replica
-        network is removed, shielded). Start it before the first container."""
+        """Run the DNS servers, the published ports and the per-replica clean-ups until cancelled
+        (then every replica network is removed, shielded). Start it before the first container."""
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
-            for server in self.dns.values():
-                await nursery.start(server.serve)
-            for proxy in self.proxies:
-                await nursery.start(proxy.serve)
+            for server in list(self.dns.values()) + list(self.proxies.values()):
+                await self._start(server)
             task_status.started()
             await trio.sleep_forever()
+
+    async def _start(self, server: Any) -> None:
+        assert self.nursery is not None
+        scope, ended = self._scopes[id(server)] = trio.CancelScope(), trio.Event()
+
+        async def serve(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with scope:
+                    await server.serve(task_status=task_status)
+            finally:
+                ended.set()
+
+        await self.nursery.start(serve)
+
+    def _stop(self, server: Any) -> trio.Event | None:
+        """Stop serving (a published port or DNS server a live edit removed) and close its
+        sockets; the event is set once they are closed (a TCP port's relay thread ends first)."""
+        scope, ended = self._scopes.pop(id(server), (None, None))
+        if scope is not None:
+            scope.cancel()
+        _close_sockets(server)
+        return ended
 
     async def bind(self) -> None:
         """The DNS servers' and published ports' sockets, before anything starts: a host port in
         use is an error naming the service and key (PortInUse); DNS that cannot bind, a warning."""
-        from .dns import DnsServer
-        from .proxy import proxies_for
+        await self._bind_dns(list(self.network.subnets) if self.network is not None else [])
+        if self.network is None:
+            return
+        new, _changed, _gone = await self._bind_ports(self.stack)
+        self.proxies.update(new)
 
-        for key in (self.network.subnets if self.network is not None else ()):
+    async def _bind_dns(self, keys: list[str]) -> None:
+        from .dns import DnsServer
+
+        for key in keys:
             server = DnsServer(str(self.network.alloc[key].gateway), functools.partial(self.lookup, key))
             try:
                 await server.bind()
@@ -74,29 +102,146 @@ class StackNetwork:
                             detail="containers get the peers' names in /etc/hosts instead")
                 continue
             self.dns[key] = server
-        if self.network is None:
-            return
+
+    async def _bind_ports(self, stack: Any, later: set | frozenset = frozenset()) -> tuple[dict, dict, dict]:
+        """The published ports of `stack` against those served now: (new ones, bound, except the
+        keys in `later`, not bound; kept ones whose service, target or balancing changed → the new
+        proxy; ones to stop). A host port in use raises PortInUse naming the service and key, and
+        closes what it bound."""
+        wanted = self._wanted(stack)
+        new: dict = {}
         try:
-            for name, svc in self.stack.services.items():
-                if _attaches(svc) and svc.ports:
-                    for proxy in proxies_for(svc, functools.partial(self.backends, name)):
-                        await proxy.bind()
-                        self.proxies.append(proxy)
-                        log.info("net.port_published", service=name, host=proxy.host, port=proxy.port,
-                                 target=proxy.target, protocol="udp" if hasattr(proxy, "sessions") else "tcp")
+            for key, (name, proxy) in wanted.items():
+                if key in self.proxies:
+                    continue
+                if key not in later:
+                    await proxy.bind()
+                    log.info("net.port_published", service=name, host=proxy.host, port=proxy.port,
+                             target=proxy.target, protocol=key[0])
+                new[key] = proxy
         except BaseException:
-            self.close_sockets()
+            for proxy in new.values():
+                _close_sockets(proxy)
             raise
+        changed = {k: p for k, (_n, p) in wanted.items() if k in self.proxies}
+        gone = {k: p for k, p in self.proxies.items() if k not in wanted}
+        return new, changed, gone
+
+    def _wanted(self, stack: Any) -> dict[tuple[str, str, int], tuple[str, Any]]:
+        """(protocol, host, port) → (service, a new proxy) for every published port of `stack`."""
+        from .proxy import proxies_for
+
+        wanted: dict[tuple[str, str, int], tuple[str, Any]] = {}
+        for name, svc in stack.services.items():
+            if _attaches(svc) and svc.ports:
+                for proxy in proxies_for(svc, functools.partial(self.backends, name)):
+                    wanted[("udp" if hasattr(proxy, "sessions") else "tcp", proxy.host, proxy.port)] = (name, proxy)
+        return wanted
 
     def close_sockets(self) -> None:
-        for server in self.dns.values():
-            if server.sock is not None:
-                server.sock.close()
-        for proxy in self.proxies:
-            for listener in getattr(proxy, "listeners", ()):
-                listener.socket.close()
-            if getattr(proxy, "sock", None) is not None:
-                proxy.sock.close()
+        for server in list(self.dns.values()) + list(self.proxies.values()):
+            _close_sockets(server)
+
+    # --- a live edit --------------------------------------------------------------------------
+
+    async def apply(self, stack: Any) -> None:
+        """Before a live edit's reconcile: make its new networks (bridge, NAT, DNS) and bind its
+        new published ports; stop serving the ports it dropped; a network it dropped goes with its
+        last member. Bad input (unknown network, overlapping subnet, port in use, a network edited
+        in place) raises a PysupError naming the key, and nothing changes."""
+        _check(stack)
+        net = self.network
+        assert net is not None
+        wanted = used_networks(stack)
+        for key, n in wanted.items():
+            if key in net.networks and net.networks[key] != n:
+                raise PysupError(f"networks.{key}: a live edit cannot change an existing network "
+                                 "(restart pysup up, or give the new one another key)")
+        # a port that only moves to another host address (0.0.0.0:8080 → 127.0.0.1:8080) is bound
+        # once its old listener is closed, after everything else has checked out
+        keys = set(self._wanted(stack))
+        moving = {(k[0], k[2]) for k in self.proxies if k not in keys}
+        later = {k for k in keys if k not in self.proxies and (k[0], k[2]) in moving}
+        new, changed, gone = await self._bind_ports(stack, later)
+        added = [k for k in wanted if k not in net.networks]
+        try:
+            if added:
+                await trio.to_thread.run_sync(_add_networks, net, {k: wanted[k] for k in added})
+            if later:
+                try:
+                    await self._move_ports({k: new[k] for k in later}, gone)
+                except BaseException:
+                    with trio.CancelScope(shield=True):
+                        for key in added:
+                            await trio.to_thread.run_sync(net.remove_network, key)
+                    raise
+        except BaseException:
+            for proxy in new.values():
+                _close_sockets(proxy)
+            raise
+        self.stack = stack
+        await self._bind_dns(added)
+        for key in added:
+            if key in self.dns:
+                await self._start(self.dns[key])
+        for key, proxy in changed.items():  # same host port: the listener stays, the rest is the edit's
+            old = self.proxies[key]
+            if (old.target, old.who) != (proxy.target, proxy.who) or old.balancer.policy != proxy.balancer.policy:
+                old.target, old.who, old.balancer = proxy.target, proxy.who, proxy.balancer
+                log.info("net.port_updated", host=old.host, port=old.port, target=old.target, protocol=key[0])
+        for key, proxy in gone.items():
+            if key in self.proxies:  # (a moved one is stopped already)
+                self._stop(self.proxies.pop(key))
+                log.info("net.port_unpublished", host=proxy.host, port=proxy.port, protocol=key[0])
+        for key, proxy in new.items():
+            self.proxies[key] = proxy
+            await self._start(proxy)
+        await self.collect()
+
+    async def _move_ports(self, later: dict, gone: dict) -> None:
+        """Bind the ports in `later` in place of the old listeners on the same protocol and port
+        (in `gone`); should one not bind, the old ones are bound and served again."""
+        ports = {(k[0], k[2]) for k in later}
+        olds = {k: p for k, p in gone.items() if (k[0], k[2]) in ports and k in self.proxies}
+        for key in olds:
+            ended = self._stop(self.proxies.pop(key))
+            if ended is not None:
+                await ended.wait()
+            log.info("net.port_unpublished", host=olds[key].host, port=olds[key].port, protocol=key[0])
+        try:
+            for key, proxy in later.items():
+                await proxy.bind()
+                log.info("net.port_published", host=proxy.host, port=proxy.port, target=proxy.target,
+                         protocol=key[0])
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                for proxy in later.values():
+                    _close_sockets(proxy)
+                for key, proxy in olds.items():
+                    try:
+                        await proxy.bind()
+                    except PysupError as e:
+                        log.error("net.port_lost", host=proxy.host, port=proxy.port, protocol=key[0], error=str(e))
+                        continue
+                    self.proxies[key] = proxy
+                    await self._start(proxy)
+            raise
+
+    async def collect(self) -> None:
+        """Remove the networks the stack no longer uses once no replica is on them."""
+        net = self.network
+        if net is None:
+            return
+        wanted = used_networks(self.stack)
+        for key in [k for k in list(net.networks) if k not in wanted and not net.in_use(k)]:
+            server = self.dns.pop(key, None)
+            if server is not None:
+                self._stop(server)
+            with trio.CancelScope(shield=True):
+                try:
+                    await trio.to_thread.run_sync(net.remove_network, key)
+                except Exception as e:  # noqa: BLE001
+                    log.error("net.remove_failed", network=key, error=str(e))
 
     def backends(self, service: str, index: int | None = None) -> list[str]:
         """Published ports: the eligible replicas' addresses (their first network), by index;
@@ -145,8 +290,10 @@ class StackNetwork:
         changes: dict[str, Any] = {"netns": ep.netns}
         if first is not None and first.key in self.dns:
             # names come from the DNS server; /etc/hosts: the container's own names and address
-            entries = tuple((n, str(first.address)) for n in dict.fromkeys(
-                (hostname, replica.container_id)))
+            own = dict.fromkeys((hostname, replica.container_id))
+            entries = tuple((n, str(first.address)) for n in own)
+            if first.address6 is not None:
+                entries += tuple((n, str(first.address6)) for n in own)
             if not (service.dns or service.dns_search or service.dns_opt):
                 changes["resolv_conf"] = f"nameserver {self.dns[first.key].address}\n"
         else:
@@ -182,6 +329,9 @@ class StackNetwork:
                         await trio.to_thread.run_sync(self.network.detach, replica.container_id)
                 except Exception as e:  # noqa: BLE001
                     log.error("net.detach_failed", container=replica.container_id, error=str(e))
+                if self.network is not None and any(k not in used_networks(self.stack)
+                                                    for k in self.network.networks):
+                    await self.collect()  # a live edit dropped a network: gone after its last member
 
 
 def _check(stack: Any) -> None:
@@ -194,25 +344,20 @@ def _check(stack: Any) -> None:
         for att in svc.networks:
             if att.network not in stack.networks:
                 raise PysupError(f"services.{name}.networks: unknown network {att.network!r}")
+            if att.ipv6_address and not stack.networks[att.network].enable_ipv6:
+                raise PysupError(f"services.{name}.networks.{att.network}.ipv6_address: networks.{att.network} "
+                                 "has no IPv6 (set enable_ipv6: true)")
 
 
 @contextlib.asynccontextmanager
-async def open_stack_network(stack: Any, runtime_dir: str) -> AsyncIterator[StackNetwork | None]:
-    """Set up the stack's bridges (after removing a crashed run's leftovers); yields None when the
-    stack has no networking of its own. Everything made goes on exit."""
+async def open_stack_network(stack: Any, runtime_dir: str) -> AsyncIterator[StackNetwork]:
+    """Set up the stack's bridges (after removing a crashed run's leftovers): every network a
+    service joins, the implicit `default` included. Everything made goes on exit."""
     _check(stack)
-    if not wants_bridges(stack):
-        if any((s.network_mode or "").startswith("service:") for s in stack.services.values()):
-            yield StackNetwork(stack, None)
-        else:
-            yield None
-        return
     from .bridge import BridgeNetworks
     from .ipam import DEFAULT_POOL
 
-    net = BridgeNetworks(stack.name, {k: n for k, n in stack.networks.items()
-                                      if any(a.network == k for s in stack.services.values() if _attaches(s)
-                                             for a in s.networks)}, runtime_dir,
+    net = BridgeNetworks(stack.name, used_networks(stack), runtime_dir,
                          pool=getattr(stack.x, "subnet_pool", None) or DEFAULT_POOL)
     removed = await trio.to_thread.run_sync(net.cleanup_leftovers)
     for what in removed:
@@ -231,6 +376,21 @@ async def open_stack_network(stack: Any, runtime_dir: str) -> AsyncIterator[Stac
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(functools.partial(_close, net))
+
+
+def _close_sockets(server: Any) -> None:
+    """Close a DNS server's or published port's sockets (a TCP port's relay closes its own)."""
+    if hasattr(server, "close"):
+        server.close()
+    elif getattr(server, "sock", None) is not None:
+        server.sock.close()
+
+
+def _add_networks(net: Any, networks: dict[str, Any]) -> None:
+    from .bridge import HostLock
+
+    with HostLock():
+        net.add_networks(networks)
 
 
 def _plan_and_setup(net: Any) -> None:

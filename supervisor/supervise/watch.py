@@ -140,10 +140,13 @@ def describe_invalid(exc: SpecError) -> list[str]:
 
 
 async def watch_spec(sup: Any, reload: Callable[[], Any], files: Iterable[str], *, extra: Iterable[str] = (),
-                     debounce: float = DEBOUNCE, hup: bool = True, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                     debounce: float = DEBOUNCE, hup: bool = True, prepare: Callable[[Any], Any] | None = None,
+                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Reload on every change of a watched file (and on SIGHUP); `sup.submit` each good stack.
     `reload()` returns a `config.load.Loaded` or raises SpecError. `extra`: files watched beside
-    each good stack's `sources` (the interpolation env files)."""
+    each good stack's `sources` (the interpolation env files). `prepare(stack)` (async), if
+    given, readies what the stack needs before it is submitted (its new networks and published
+    ports); a PysupError from it is reported like a spec that does not load, nothing submitted."""
     extra = tuple(extra)
     try:
         watcher: SpecWatcher | None = SpecWatcher([*files, *extra])
@@ -179,14 +182,14 @@ async def watch_spec(sup: Any, reload: Callable[[], Any], files: Iterable[str], 
                         whys.append(recv.receive_nowait())
                     except trio.WouldBlock:
                         break
-                await _reload_once(sup, reload, watcher, "; ".join(dict.fromkeys(whys)), extra)
+                await _reload_once(sup, reload, watcher, "; ".join(dict.fromkeys(whys)), extra, prepare)
     finally:
         if watcher is not None:
             watcher.close()
 
 
 async def _reload_once(sup: Any, reload: Callable[[], Any], watcher: SpecWatcher | None, why: str,
-                       extra: tuple[str, ...] = ()) -> None:
+                       extra: tuple[str, ...] = (), prepare: Callable[[Any], Any] | None = None) -> None:
     log.info("reload.started", trigger=why)
     try:
         loaded = await trio.to_thread.run_sync(reload)
@@ -209,5 +212,12 @@ async def _reload_once(sup: Any, reload: Callable[[], Any], watcher: SpecWatcher
         log.error("reload.invalid", problem=f"the project name changed ({sup.stack.name!r} -> {stack.name!r}); "
                                             "restart pysup up to rename a project")
         return
+    if prepare is not None:
+        try:
+            await prepare(stack)
+        except PysupError as exc:
+            log.error("reload.invalid", problem=str(exc))
+            print(f"pysup: the edit cannot be applied; keeping the running stack:\n  {exc}", file=sys.stderr, flush=True)
+            return
     log.info("reload.loaded", services=len(stack.services))
     sup.submit(stack)

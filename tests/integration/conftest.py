@@ -127,6 +127,10 @@ class Up:
 
 
 class UpEnv:
+    """A tmp state and runtime dir, a unique project; `assert_clean` (after every test): nothing
+    of the project remains (processes, cgroups, mounts, runtime files, its bridges and veths, its
+    nftables table; every stack is on a bridge network now, the implicit `default` one at least)."""
+
     def __init__(self, tmp: Path, rootfs: str):
         self.tmp = tmp
         self.rootfs = rootfs
@@ -187,11 +191,39 @@ class UpEnv:
             leftovers.append(str(state / "run.json"))
         return leftovers
 
+    def links(self) -> set[str]:
+        """The pysup links that are this test's: its project's bridges and its containers' veths
+        (by their names; other pysup runs may be going on at the same time)."""
+        import yaml
+
+        from supervisor.net.bridge import bridge_name, veth_names
+
+        try:
+            doc = yaml.safe_load((self.tmp / "compose.yaml").read_text()) or {}
+        except FileNotFoundError:
+            return set()
+        keys = set(doc.get("networks") or {}) | {"default"}
+        names = {bridge_name(self.project, k) for k in keys}
+        for svc in doc.get("services") or {}:
+            for i in range(1, 11):
+                for gen in ("", "-r1", "-r2", "-r3"):  # a rolling update's replacements
+                    for k in keys:
+                        names.update(veth_names(f"{self.project}-{svc}-{i}{gen}", k))
+        out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+        return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ": pysup" in line} & names
+
+    def tables(self) -> set[str]:
+        """This test's project's nftables table, if it is there."""
+        if not shutil.which("nft"):
+            return set()
+        out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+        return {line.split()[-1] for line in out.splitlines()} & {f"pysup-{self.project}"}
+
     def assert_clean(self) -> None:
         deadline = time.monotonic() + 3
         while True:
             left = {"processes": self.processes(), "cgroups": self.cgroups(), "mounts": self.mounts(),
-                    "files": self.runtime_files()}
+                    "files": self.runtime_files(), "links": self.links(), "nft tables": self.tables()}
             if not any(left.values()):
                 return
             if time.monotonic() > deadline:

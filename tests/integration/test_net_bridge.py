@@ -20,31 +20,6 @@ def pysup_tables() -> set[str]:
     return {line.split()[-1] for line in out.splitlines() if line.split()[-1].startswith("pysup-")}
 
 
-def pysup_links() -> set[str]:
-    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ": pysup" in line}
-
-
-def project_links(env) -> set[str]:
-    """The pysup links that are this test's: its project's bridges and its containers' veths (by
-    their names; other pysup runs may be going on at the same time)."""
-    import yaml
-
-    from supervisor.net.bridge import bridge_name, veth_names
-
-    try:
-        doc = yaml.safe_load((env.tmp / "compose.yaml").read_text()) or {}
-    except FileNotFoundError:
-        return set()
-    keys = set(doc.get("networks") or {}) | {"default"}
-    names = {bridge_name(env.project, k) for k in keys}
-    for svc in doc.get("services") or {}:
-        for i in range(1, 11):
-            for k in keys:
-                names.update(veth_names(f"{env.project}-{svc}-{i}", k))
-    return pysup_links() & names
-
-
 @pytest.fixture
 def net_env(up_env):
     """up_env, plus: no link or nftables table of this test's project remains (removed here, and
@@ -57,7 +32,7 @@ def net_env(up_env):
             u.proc.send_signal(signal.SIGINT)
             u.wait(15)
     deadline = time.monotonic() + 3
-    while (left := project_links(up_env)) and time.monotonic() < deadline:
+    while (left := up_env.links()) and time.monotonic() < deadline:
         time.sleep(0.1)
     for name in left:
         subprocess.run(["ip", "link", "del", name], capture_output=True)
@@ -94,6 +69,81 @@ def test_a_client_fetches_from_a_service_by_name(net_env):
     assert "client-1 | served-by-" in u.stdout()
     assert f"pysup-{net_env.project}" in pysup_tables()
     assert u.stop() == 0
+
+
+NO_NETWORKS = """
+services:
+  web:
+    x-pysup: {rootfs: ROOTFS}
+    init: true
+    command: ["/bin/sh", "-c", "mkdir -p /www && echo served-by-$$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www"]
+  client:
+    image: host
+    depends_on: [web]
+    restart: "no"
+    command: ["/bin/sh", "-c", "cat /etc/resolv.conf; for i in $$(seq 50); do curl -sf --noproxy '*' -m 1 http://web/ && exit 0; sleep 0.1; done; exit 1"]
+  alone:
+    x-pysup: {rootfs: ROOTFS}
+    network_mode: none
+    restart: "no"
+    command: ["/bin/sh", "-c", "echo links: $$(ls /sys/class/net)"]
+"""
+
+
+def test_a_stack_without_networks_puts_its_services_on_the_default_bridge(net_env):
+    """No `networks:` key at all: as in Docker Compose, the services share the stack's `default`
+    network and reach each other by name (the embedded DNS server); `network_mode: none` stays
+    loopback only."""
+    from supervisor.net.bridge import bridge_name
+
+    u = net_env.up(NO_NETWORKS)
+    ev = u.wait_event("replica.exited", timeout=20, service="client")
+    out = re.sub(r" +\| ", " | ", u.stdout())
+    assert ev["exit_code"] == 0, out + u.stderr()[-2000:]
+    assert "client-1 | served-by-" in out
+    assert "client-1 | nameserver 10." in out  # the DNS server on the default network's gateway
+    u.wait_event("replica.exited", timeout=20, service="alone")
+    assert "alone-1 | links: lo\n" in re.sub(r" +\| ", " | ", u.stdout())
+    assert bridge_name(net_env.project, "default") in net_env.links()
+    assert f"pysup-{net_env.project}" in pysup_tables()
+    assert u.stop() == 0
+
+
+IPV6 = """
+services:
+  web:
+    x-pysup: {rootfs: ROOTFS}
+    init: true
+    command: ["/bin/sh", "-c", "mkdir -p /www && echo v6-web > /www/index.html && exec httpd -f -p 80 -h /www"]
+    networks:
+      v6net: {ipv6_address: "SUBNET10"}
+  client:
+    image: host
+    depends_on: [web]
+    restart: "no"
+    command: ["/bin/sh", "-c", "for i in $$(seq 50); do curl -6 -sf --noproxy '*' -m 1 http://web/ && exit 0; sleep 0.1; done; exit 1"]
+    networks: [v6net]
+networks:
+  v6net:
+    enable_ipv6: true
+    ipam:
+      config: [{subnet: "SUBNET/64"}]
+"""
+
+
+def test_an_ipv6_network_gives_addresses_routes_and_aaaa_names(net_env):
+    subnet = f"fd70:7973:7571:{int(net_env.project[-4:], 16):x}::"  # a subnet of its own (other runs)
+    u = net_env.up(IPV6.replace("SUBNET", subnet))
+    ev = u.wait_event("replica.exited", timeout=20, service="client")
+    assert ev["exit_code"] == 0, u.stdout() + u.stderr()[-2000:]
+    assert "client-1 | v6-web" in re.sub(r" +\| ", " | ", u.stdout())  # fetched over IPv6, by name (AAAA)
+    web = u.wait_event("net.attached", container=f"{net_env.project}-web-1")
+    assert web["addresses6"] == {"v6net": f"{subnet}10"}
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+    assert f"table ip6 pysup-{net_env.project}" in out
+    assert u.stop() == 0
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+    assert f"pysup-{net_env.project}" not in out
 
 
 ISOLATION = """
@@ -152,7 +202,7 @@ def test_everything_goes_on_stop_and_after_a_crash(net_env):
     u = net_env.up(WEB_CLIENT)
     u.wait_event("net.attached", timeout=20)
     u.wait_event("replica.started", timeout=20, service="web")
-    made = project_links(net_env)
+    made = net_env.links()
     assert f"pysup-{net_env.project}" in pysup_tables()
     assert len([n for n in made if n.startswith("pysup-")]) == 1 and len(made) >= 2, made
     u.proc.send_signal(signal.SIGKILL)
@@ -163,9 +213,9 @@ def test_everything_goes_on_stop_and_after_a_crash(net_env):
     assert "removed network leftovers" in u2.stderr()
     assert u2.stop() == 0
     deadline = time.monotonic() + 3
-    while project_links(net_env) and time.monotonic() < deadline:
+    while net_env.links() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not project_links(net_env)
+    assert not net_env.links()
     assert f"pysup-{net_env.project}" not in pysup_tables()
 
 
@@ -187,7 +237,7 @@ networks:
     assert u.wait(15) == 1
     assert message in u.stderr() and "Traceback" not in u.stderr()
     assert u.count("replica.started") == 0
-    assert not project_links(net_env)
+    assert not net_env.links()
 
 
 DNS = """

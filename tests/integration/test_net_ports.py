@@ -105,6 +105,32 @@ def test_a_host_port_in_use_is_reported_before_anything_starts(net_env):  # noqa
     assert u.count("replica.started") == 0
 
 
+def test_ports_are_published_without_any_networks_key(net_env):  # noqa: F811
+    """`ports:` in a stack that declares no network: published through the default network."""
+    port = free_port()
+    u = net_env.up(f"""
+services:
+  web:
+    x-pysup: {{rootfs: ROOTFS}}
+    init: true
+    command: ["/bin/sh", "-c", "mkdir /www; echo hello-default > /www/index.html; exec httpd -f -p 80 -h /www"]
+    ports: ["127.0.0.1:{port}:80"]
+""")
+    u.wait_event("net.port_published", timeout=20, port=port)
+    u.wait_event("replica.started", timeout=20, service="web")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert get(port) == "hello-default"
+            break
+        except OSError:
+            assert time.monotonic() < deadline, u.stderr()[-2000:]
+            time.sleep(0.05)
+    assert u.stop() == 0
+    with pytest.raises(OSError):
+        get(port)
+
+
 UDP = """
 services:
   echo:

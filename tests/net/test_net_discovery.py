@@ -6,7 +6,8 @@ import types
 
 from supervisor.config.model import Network, NetworkAttachment
 from supervisor.net.bridge import BridgeNetworks, Endpoint, Membership
-from supervisor.net.stack import StackNetwork, wants_bridges
+from supervisor.config.load import load
+from supervisor.net.stack import StackNetwork, used_networks
 from supervisor.supervise.state import ReplicaState as S
 
 
@@ -52,10 +53,27 @@ def test_names_are_per_network_and_unknown_ones_are_forwarded():
     assert sn.lookup("front", "example.org") is None
 
 
-def test_networking_is_on_only_for_stacks_that_declare_networks():
-    bare = types.SimpleNamespace(networks={"default": Network(key="default", name="p_default")})
-    assert not wants_bridges(bare)
-    assert wants_bridges(types.SimpleNamespace(networks={"default": Network(key="default", name="p_default"),
-                                                         "front": Network(key="front", name="p_front")}))
-    assert wants_bridges(types.SimpleNamespace(networks={"default": Network(key="default", name="p_default",
-                                                                             internal=True)}))
+def test_every_service_without_network_mode_is_on_the_default_network(tmp_path):
+    f = tmp_path / "compose.yaml"
+    f.write_text("""
+services:
+  web: {image: busybox}
+  client: {image: busybox}
+  alone: {image: busybox, network_mode: none}
+  host: {image: busybox, network_mode: host}
+  side: {image: busybox, network_mode: "service:web"}
+""")
+    stack = load([str(f)], environ={}).stack
+    assert list(used_networks(stack)) == ["default"]
+    assert [a.network for a in stack.services["web"].networks] == ["default"]
+    f.write_text("""
+services:
+  web: {image: busybox, networks: [front]}
+  host: {image: busybox, network_mode: host}
+networks:
+  front: {}
+  unused: {}
+""")
+    assert list(used_networks(load([str(f)], environ={}).stack)) == ["front"]
+    f.write_text("services:\n  host: {image: busybox, network_mode: host}\n")
+    assert used_networks(load([str(f)], environ={}).stack) == {}

@@ -46,6 +46,15 @@ def test_replica_names_aaaa_and_names_with_nothing_eligible():
     r = ask("web", "AAAA")
     assert r.rcode() == dns.rcode.NOERROR and not r.answer  # no IPv6: empty, not forwarded
     assert ask("db").rcode() == dns.rcode.NXDOMAIN
+    assert ask("db", "AAAA").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_aaaa_gets_the_ipv6_addresses_and_a_the_ipv4_ones():
+    both = {"v6": ["10.1.0.9", "fd70:7973:7570::2"]}
+    r = dns.message.from_wire(answer(dns.message.make_query("v6", "AAAA").to_wire(), both.get))
+    assert addrs(r) == ["fd70:7973:7570::2"] and r.answer[0].ttl == 0
+    r = dns.message.from_wire(answer(dns.message.make_query("v6", "A").to_wire(), both.get))
+    assert addrs(r) == ["10.1.0.9"]
 
 
 def test_other_names_are_forwarded_and_garbage_is_formerr():

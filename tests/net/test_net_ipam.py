@@ -123,3 +123,52 @@ def test_a_prepared_network_namespace_replaces_a_new_one():
     assert not namespace_flags(spec) & S.CLONE_NEWNET
     assert namespace_flags(spec) != DEFAULT_NAMESPACES  # so the spare (new netns) is not used for it
     assert namespace_flags(spec.replace(netns=None)) & S.CLONE_NEWNET
+
+
+def test_networks_added_later_are_planned_around_the_existing_ones():
+    """A live edit's new networks (BridgeNetworks._plan, no bridges made): the stack's networks keep
+    their subnets and gateways, a new one takes the next free block (its own bridge's route, in the
+    host's table, is not an overlap), and one overlapping an existing network names both keys."""
+    from supervisor.config.model import IpamPool, Network
+    from supervisor.net.bridge import BridgeNetworks
+
+    b = BridgeNetworks("p", {"default": Network(key="default", name="p_default")}, "/nonexistent",
+                       pool="10.213.0.0/16")
+    b.plan(taken=[N("10.213.0.0/24")])
+    assert b.subnets == {"default": N("10.213.1.0/24")}
+    gw = b.alloc["default"]
+    routes = [N("10.213.0.0/24"), N("10.213.1.0/24")]  # the host's, with default's bridge now
+    b._plan({"back": Network(key="back", name="p_back")}, routes)
+    assert b.subnets == {"default": N("10.213.1.0/24"), "back": N("10.213.2.0/24")}
+    assert b.alloc["default"] is gw
+    with pytest.raises(IpamError, match=r"networks\.clash\.ipam\.config\.subnet: 10\.213\.1\.0/25 overlaps "
+                                        r"networks\.default \(10\.213\.1\.0/24\)"):
+        b._plan({"clash": Network(key="clash", name="p_clash", ipam=(IpamPool(subnet="10.213.1.0/25"),))}, routes)
+
+
+def test_ipv6_subnets_and_addresses():
+    got = plan_subnets({"a": None, "b": "fd00:1::/64"}, [N("10.0.0.0/8"), ipaddress.IPv6Network("fd70:7973:7570::/64")],
+                       pool="fd70:7973:7570::/48", prefix=64, version=6)
+    assert got == {"a": ipaddress.IPv6Network("fd70:7973:7570:1::/64"), "b": ipaddress.IPv6Network("fd00:1::/64")}
+    with pytest.raises(IpamError, match=r"networks\.b\.ipam\.config\.subnet: '10\.0\.0\.0/24' is not an IPv6 subnet"):
+        plan_subnets({"b": "10.0.0.0/24"}, [], version=6)
+    a = Allocator(got["b"], key="b")
+    assert str(a.gateway) == "fd00:1::1"
+    assert str(a.allocate()) == "fd00:1::2"
+    assert str(a.allocate("fd00:1::10")) == "fd00:1::10"
+    with pytest.raises(IpamError, match=r"ipv6_address 'fd00:2::1'|ipv6_address fd00:2::1 is not a host address"):
+        a.allocate("fd00:2::1")
+    with pytest.raises(IpamError, match=r"ipv6_address '10\.0\.0\.1' is not an IPv6 address"):
+        a.allocate("10.0.0.1")
+    with pytest.raises(IpamError, match=r"networks\.b\.ipam\.config\.gateway: 10\.0\.0\.1 is not in fd00:1::/64"):
+        Allocator(got["b"], "10.0.0.1", key="b")
+
+
+def test_the_ipv4_and_ipv6_ipam_entries_are_told_apart():
+    from supervisor.config.model import IpamPool, Network
+    from supervisor.net.ipam import pool_of
+
+    n = Network(key="n", name="p_n", enable_ipv6=True,
+                ipam=(IpamPool(subnet="fd00:1::/64"), IpamPool(subnet="10.9.0.0/24", gateway="10.9.0.254")))
+    assert pool_of(n).subnet == "10.9.0.0/24" and pool_of(n, 6).subnet == "fd00:1::/64"
+    assert pool_of(Network(key="n", name="p_n", enable_ipv6=True), 6) is None

@@ -196,6 +196,10 @@ class RootfsOptions:
     generated_files: tuple[tuple[str, str, str], ...] = ()  # (container path, host path, content)
     generated_dir: str | None = None  # host directory holding them: a private tmpfs is mounted there first
     mount_sys: bool = True
+    # /sys as a read-only recursive bind of the host's instead of a new sysfs: a user namespace may
+    # mount sysfs only when it owns the network namespace, and a prepared (pod-like) or the host's
+    # network namespace is owned by the host's (runc binds /sys likewise then)
+    sys_from_host: bool = False
     mqueue: bool = True
     sysctls: tuple[tuple[str, str], ...] = ()  # (dotted key, value), already checked as namespaced
     init_binary: str | None = None  # a host binary bound read-only at /dev/init
@@ -314,7 +318,11 @@ def plan_rootfs(opts: RootfsOptions) -> RootfsPlan:
         steps.append(Mount("/dev/init", None, opts.init_binary, S.MS_BIND, create="file",
                            remount=S.MS_BIND | S.MS_REMOUNT | S.MS_RDONLY | S.MS_NOSUID | S.MS_NODEV))
     if opts.mount_sys:
-        steps.append(Mount("/sys", "sysfs", "sysfs", _NOSUID_NODEV_NOEXEC | S.MS_RDONLY))
+        if opts.sys_from_host:
+            steps.append(Mount("/sys", None, "/sys", S.MS_BIND | S.MS_REC, propagation=S.MS_PRIVATE | S.MS_REC,
+                               remount=S.MS_BIND | S.MS_REMOUNT | S.MS_RDONLY | _NOSUID_NODEV_NOEXEC))
+        else:
+            steps.append(Mount("/sys", "sysfs", "sysfs", _NOSUID_NODEV_NOEXEC | S.MS_RDONLY))
     # Parents before children, like Docker's sort by path depth (stable for equal depth).
     user = sorted(opts.mounts, key=lambda m: len([p for p in os.path.normpath(m.target).split("/") if p]))
     steps += [_user_mount(m) for m in user]

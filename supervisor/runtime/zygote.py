@@ -129,7 +129,8 @@ def rootfs_options(spec: ContainerSpec, state_dir: str | None = None) -> R.Rootf
                            layer_dir=os.path.join(state_dir, "layer") if state_dir and spec.writable_layer
                            else None, lower_layers=lower,
                            mount_dir=os.path.join(state_dir, "root") if state_dir else None,
-                           host_view=spec.rootfs == "/", host_root=host_root)
+                           host_view=spec.rootfs == "/", host_root=host_root,
+                           sys_from_host=bool(spec.uid_map) and (bool(spec.netns) or spec.host_net))
 
 
 def loopback_up() -> None:
@@ -665,7 +666,7 @@ def clone_container(spec: ContainerSpec, stdio: list[int], bpf: bytes | None, fl
                 os.close(go_r)
                 os.setresgid(0, 0, 0)  # become root of the namespace proper (runc's nsexec does the same)
                 os.setresuid(0, 0, 0)
-            early_init(private_net=not spec.host_net)
+            early_init(private_net=not spec.host_net and not spec.netns)  # a prepared netns has lo up
         except BaseException as e:
             _report(sync_w, _fail_from("init", e).to_dict())
             os._exit(1)

@@ -31,7 +31,7 @@ services:
     x-pysup: {rootfs: ROOTFS, userns: true}
     deploy: {replicas: 2}
     stop_grace_period: 300ms
-    command: ["/bin/sh", "-c", "echo map $$(cat /proc/self/uid_map); echo done; exec sleep 60"]
+    command: ["/bin/sh", "-c", "echo map $$(cat /proc/self/uid_map); mkdir /sys/x 2>/dev/null && echo sys rw || echo sys $$(ls /sys | wc -l) ro; echo done; exec sleep 60"]
 """
 
 
@@ -78,6 +78,10 @@ def test_auto_ranges_are_disjoint_per_container_and_freed(userns_env):
     ranges = [(host[n], host[n] + 65536) for n in ("auto-1", "auto-2", "shared-1")]
     for i, (a, b) in enumerate(ranges):  # `auto`: a range of its own, overlapping no other
         assert all(b <= c or d <= a for c, d in ranges[i + 1:]), ranges
+    # /sys: the network namespace is pysup's (owned by the host's user namespace), so no sysfs of
+    # its own: the host's, bound read-only
+    sys_lines = re.findall(r"^shared-\d *\| sys (.*)$", u.stdout(), re.M)
+    assert len(sys_lines) == 2 and all(line.endswith(" ro") and line != "0 ro" for line in sys_lines), sys_lines
     # the bind-mounted file of host root is the container root's (an idmapped mount)
     assert re.findall(r"^auto-\d *\| owner (\d+)$", u.stdout(), re.M) == ["0", "0"]
     record = json.loads((userns_env.tmp / "state" / "userns" / "allocations.json").read_text())

@@ -229,7 +229,7 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
         # pull_policy (the missing images by default), before the run's record: a failed pull leaves nothing
         await ensure_images(stack, options.environ)
         # the images' Healthcheck and StopSignal under the compose keys, for the supervisor
-        stack = effective_stack(stack, ImageStore(paths.images_dir(options.environ)))
+        stack = effective_stack(stack, ImageStore(paths.images_dir(options.environ)), check=True)
         files.start_record()
         colour = sys.stdout.isatty() if options.colour is None else options.colour
         console = Console(prefix=options.log_prefix, colour=colour)

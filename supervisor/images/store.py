@@ -331,7 +331,15 @@ class ImageStore:
     def add_image(self, name: str, tag: str, *, layers: list[str], config: dict[str, Any] | None,
                   digest: str | None, source: str) -> Image:
         """Record the image NAME:TAG (or NAME@DIGEST when `tag` is NO_TAG) made of `layers`
-        (digests, base first, all committed), replacing an image of that name."""
+        (digests, base first, all committed), replacing an image of that name. A `config` whose
+        Entrypoint, Cmd, Env, WorkingDir, User or ExposedPorts has the wrong type is refused."""
+        if config is not None:  # refused as the engine refuses it, rather than failing each start
+            from .config import ImageConfigError, checked_config
+
+            try:
+                checked_config(f"{name}@{digest}" if tag == NO_TAG else f"{name}:{tag}", config)
+            except ImageConfigError as e:
+                raise ImageStoreError(str(e)) from None
         top_first = tuple(reversed(layers))
         image_id = "sha256:" + _sha256(json.dumps(list(top_first)).encode()).hexdigest()
         with self._lock():

@@ -25,6 +25,7 @@ from .supervise.backend import ManagerCgroups
 from .supervise.logs import Console
 from .supervise.project import ProjectFiles
 from .supervise.replica import Replica
+from .supervise.restart import signal_name
 from .supervise.supervisor import StackSupervisor
 
 log = structlog.get_logger()
@@ -307,8 +308,8 @@ async def _signals(sup: StackSupervisor) -> None:
             count += 1
             if count == 1:
                 print("Gracefully stopping... (press Ctrl+C again to force)", file=sys.stderr, flush=True)
-                log.info("up.signal", signal=signal.Signals(sig).name, action="stop")
+                log.info("up.signal", signal=signal_name(sig), action="stop")
                 sup.request_stop()
             else:
-                log.warning("up.signal", signal=signal.Signals(sig).name, action="kill")
+                log.warning("up.signal", signal=signal_name(sig), action="kill")
                 sup.request_stop(kill=True)

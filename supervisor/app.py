@@ -25,6 +25,7 @@ from .supervise.backend import ManagerCgroups
 from .supervise.logs import Console
 from .supervise.project import ProjectFiles
 from .supervise.replica import Replica
+from .supervise.restart import signal_name
 from .supervise.supervisor import StackSupervisor
 
 log = structlog.get_logger()
@@ -229,7 +230,7 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
         # pull_policy (the missing images by default), before the run's record: a failed pull leaves nothing
         await ensure_images(stack, options.environ)
         # the images' Healthcheck and StopSignal under the compose keys, for the supervisor
-        stack = effective_stack(stack, ImageStore(paths.images_dir(options.environ)))
+        stack = effective_stack(stack, ImageStore(paths.images_dir(options.environ)), check=True)
         files.start_record()
         colour = sys.stdout.isatty() if options.colour is None else options.colour
         console = Console(prefix=options.log_prefix, colour=colour)
@@ -325,8 +326,8 @@ async def _signals(sup: StackSupervisor) -> None:
             count += 1
             if count == 1:
                 print("Gracefully stopping... (press Ctrl+C again to force)", file=sys.stderr, flush=True)
-                log.info("up.signal", signal=signal.Signals(sig).name, action="stop")
+                log.info("up.signal", signal=signal_name(sig), action="stop")
                 sup.request_stop()
             else:
-                log.warning("up.signal", signal=signal.Signals(sig).name, action="kill")
+                log.warning("up.signal", signal=signal_name(sig), action="kill")
                 sup.request_stop(kill=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal as _signal
 import socket
 import struct
 import threading
@@ -25,7 +24,9 @@ from typing import Any
 import structlog
 import trio
 
+from ..config.units import UnitError, parse_signal
 from ..errors import PysupError
+from ..supervise.restart import signal_name
 from ..supervise.state import ENDED, LIVE, ReplicaState as S
 from . import protocol as P
 from .protocol import ControlError
@@ -166,7 +167,7 @@ class Controller:
             "next_retry_in": (round(max(st.next_retry_at - now, 0.0), 3)
                               if st.state is S.RESTARTING and st.next_retry_at is not None else None),
             "last_exit": None if last is None else {
-                "code": last.exit_code, "signal": _signal.Signals(last.signal).name if last.signal else None,
+                "code": last.exit_code, "signal": signal_name(last.signal) if last.signal else None,
                 "oom": last.kind == "oom", "reason": last.describe()},
             "gave_up": st.gave_up, "stopped": (r.service.name, r.index) in self.held,
             "oom_kills": st.oom_kills, "ip": getattr(r, "ip", None),  # set by networking, when it lands
@@ -258,9 +259,8 @@ class Controller:
         pairs = self.resolve(args.get("targets", []), default_all=False)
         sig = args.get("signal", "SIGKILL")
         try:
-            signum = _signal.Signals(int(sig)) if str(sig).isdigit() else _signal.Signals[
-                str(sig).upper() if str(sig).upper().startswith("SIG") else "SIG" + str(sig).upper()]
-        except (KeyError, ValueError):
+            signum = parse_signal(sig if isinstance(sig, int) else str(sig))  # "KILL", "9", "SIGRTMIN+3"
+        except UnitError:
             raise ControlError(P.BAD_REQUEST, f"unknown signal {sig!r}") from None
         killed = []
         for svc, i in pairs:
@@ -268,7 +268,7 @@ class Controller:
             if r is not None and r.handle is not None and r.handle.status is None:
                 r.handle.send_signal(signum)
                 killed.append(r.name)
-        log.info("control.killed", replicas=killed, signal=_signal.Signals(signum).name)
+        log.info("control.killed", replicas=killed, signal=signal_name(signum))
         return {"killed": killed}
 
     async def _freeze(self, r: Any) -> None:

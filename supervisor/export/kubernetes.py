@@ -24,6 +24,7 @@ import attrs
 from ..config.model import (
     Backoff, FileObject, FileRef, Healthcheck, Hook, Mount, Service, Stack, UpdateConfig,
 )
+from ..config.units import signal_name
 from ..errors import KeyPath, Problem, SpecError, format_path
 
 # Kubernetes minor versions whose API we know (kubernetes-validate ships their schemas).
@@ -120,13 +121,6 @@ def escape_expansion(text: str) -> str:
     """Kubernetes expands `$(VAR)` in command, args and env values, and `$$` means `$`: doubling
     every `$` keeps the text exactly as the compose file meant it."""
     return text.replace("$", "$$")
-
-
-def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
 
 
 # ---- the exporter ---------------------------------------------------------------------------
@@ -347,7 +341,7 @@ class _Exporter:
         if init:
             pod["initContainers"] = init
         pod["containers"] = [main]
-        if svc.stop_signal not in (None, int(signal.SIGTERM)) and self.version >= STOP_SIGNAL_SINCE:
+        if svc.stop_signal is not None and self.version >= STOP_SIGNAL_SINCE:
             pod["os"] = {"name": "linux"}  # stopSignal needs the pod's OS
         pod["terminationGracePeriodSeconds"] = self.seconds(svc.stop_grace_period, (*path, "stop_grace_period"),
                                                             minimum=0)
@@ -653,14 +647,17 @@ class _Exporter:
             hooks = getattr(svc, key)
             if hooks:
                 out[k8s] = {"exec": {"command": self.hook_command(name, key, hooks)}}
-        if svc.stop_signal not in (None, int(signal.SIGTERM)):
+        # An explicit SIGTERM too: without it the runtime sends the image's STOPSIGNAL, which may differ.
+        if svc.stop_signal is not None:
             path = ("services", name, "stop_signal")
+            sig = signal_name(svc.stop_signal)  # "SIGRTMIN+3": Kubernetes spells realtime signals so too
             if self.version >= STOP_SIGNAL_SINCE:
-                out["stopSignal"] = signal_name(svc.stop_signal)
+                out["stopSignal"] = sig
                 self.warn(path, "lifecycle.stopSignal needs the ContainerStopSignals feature gate (alpha)")
             else:
-                self.warn(path, f"{signal_name(svc.stop_signal)}: Kubernetes before 1.33 always sends the "
-                                "image's stop signal (set STOPSIGNAL in the image)")
+                fix = ("SIGTERM unless the image sets another STOPSIGNAL" if svc.stop_signal == signal.SIGTERM
+                       else "set STOPSIGNAL in the image")
+                self.warn(path, f"{sig}: Kubernetes before 1.33 always sends the image's stop signal ({fix})")
         return out
 
     def hook_command(self, name: str, key: str, hooks: Iterable[Hook]) -> list[str]:

@@ -21,7 +21,57 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import PysupError
+
 _NS = 1_000_000_000
+
+
+class ImageConfigError(PysupError):
+    """An image's config has a key pysup applies with a type the engine would refuse: one line
+    naming the image and the key."""
+
+
+def _shown(value: Any) -> str:
+    import json
+
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def checked_config(ref: str, config: Any) -> dict[str, Any] | None:
+    """`config` (an image config's `config` object; None: none) if the keys applied to a
+    container have the types moby unmarshals them into: Entrypoint and Cmd a list of strings or
+    one string (its StrSlice; a string is returned as a one-item list), Env a list of strings,
+    WorkingDir and User strings, ExposedPorts an object of objects; null for any of them is unset.
+    Else `ImageConfigError` naming the image and the key. (Healthcheck and StopSignal are read
+    leniently where they are used, as before.) Never modifies `config` (the store's cached index)."""
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        raise ImageConfigError(f"image {ref}: its config is not a JSON object ({_shown(config)})")
+
+    def bad(key: str, want: str) -> ImageConfigError:
+        return ImageConfigError(f"image {ref}: its config's {key} is not {want} ({_shown(config[key])}); "
+                                f"fix or rebuild the image")
+
+    fixed = {}
+    for key in ("Entrypoint", "Cmd"):
+        value = config.get(key)
+        if isinstance(value, str):
+            fixed[key] = [value]
+        elif value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise bad(key, "a list of strings")
+    env = config.get("Env")
+    if env is not None and not (isinstance(env, list) and all(isinstance(v, str) for v in env)):
+        raise bad("Env", 'a list of "NAME=value" strings')
+    for key in ("WorkingDir", "User"):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            raise bad(key, "a string")
+    ports = config.get("ExposedPorts")
+    if ports is not None and not (isinstance(ports, dict) and all(v is None or isinstance(v, dict)
+                                                                  for v in ports.values())):
+        raise bad("ExposedPorts", 'an object like {"80/tcp": {}}')
+    return {**config, **fixed} if fixed else config
 
 
 def parse_signal(value: Any) -> int | None:
@@ -97,9 +147,12 @@ def merge_healthcheck(mine: Any, image: Any) -> Any:
     return attrs.evolve(mine, **changes) if changes else mine
 
 
-def effective_stack(stack: Any, images: Any = None) -> Any:
+def effective_stack(stack: Any, images: Any = None, *, check: bool = False) -> Any:
     """`stack` with each image service's healthcheck and stop_signal merged with its image's
-    config (an image not in the store, a rootfs or `host` service: left as it is)."""
+    config (an image not in the store, a rootfs or `host` service: left as it is). `check`
+    (`pysup up`, before it starts anything): an image config a start would refuse
+    (`checked_config`) is an `ImageConfigError` naming the service; otherwise (a live edit) that
+    service's start reports it."""
     import attrs
 
     if images is None:
@@ -110,8 +163,13 @@ def effective_stack(stack: Any, images: Any = None) -> Any:
     services = {}
     for name, service in stack.services.items():
         if service.image and not service.x.rootfs and service.image != "host":
-            config = image_config(service.image, images)
-            if config:
+            config = _stored_config(service.image, images)
+            if check:
+                try:
+                    checked_config(service.image, config)
+                except ImageConfigError as exc:
+                    raise ImageConfigError(f"services.{name}: {exc}") from None
+            if isinstance(config, dict) and config:
                 changes = _supervised(service, config)
                 if changes:
                     service = attrs.evolve(service, **changes)
@@ -144,7 +202,13 @@ def image_healthcheck(config: dict[str, Any] | None) -> Any:
 
 def image_config(ref: str, images: Any = None) -> dict[str, Any] | None:
     """The config of the image `ref` in `images` (an ImageStore; default the one in
-    paths.images_dir()), or None (an imported rootfs has none; a store without `get`)."""
+    paths.images_dir()), or None (an imported rootfs has none; a store without `get`);
+    `ImageConfigError` for one a container cannot be made from (`checked_config`)."""
+    return checked_config(ref, _stored_config(ref, images))
+
+
+def _stored_config(ref: str, images: Any = None) -> Any:
+    """The image's config as stored (not checked), or None."""
     if images is None:
         from .. import paths
         from .store import ImageStore
@@ -162,7 +226,8 @@ def image_config(ref: str, images: Any = None) -> dict[str, Any] | None:
 def apply_to_run(req: Any, images: Any = None) -> None:
     """`pysup run IMAGE [CMD...]` as `docker run`: the image's Entrypoint before CMD (CMD default:
     the image's Cmd), its Env under `-e`, its WorkingDir and User unless `-w`, `-u`. Changes `req`
-    (a `RunRequest`) in place; an image without a config (imported) changes nothing."""
+    (a `RunRequest`) in place; an image without a config (imported) changes nothing; a malformed
+    one is an `ImageConfigError`."""
     config = image_config(req.image, images)
     if not config:
         return

@@ -129,10 +129,27 @@ class ImageStore:
         self.layers_dir = os.path.join(self.root, "layers")
         self.tmp_dir = os.path.join(self.root, "tmp")
         self.index_path = os.path.join(self.root, "index.json")
+        self._cached: tuple[tuple[int, int, int, int], dict[str, Any]] | None = None
 
     # -- reading --
 
+    def _index(self) -> dict[str, Any]:
+        """The index for reading (never modify it): parsed again only when index.json changed
+        (its inode, size, mtime or ctime; every write replaces the file by rename), so a stack
+        of many image services costs one parse, not one per service."""
+        try:
+            st = os.stat(self.index_path)
+        except FileNotFoundError:
+            return {"version": INDEX_VERSION, "images": {}}
+        except OSError:
+            return self._read_index()  # reports it
+        key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, self._read_index())  # stat first: a write in between only re-reads next time
+        return self._cached[1]
+
     def _read_index(self) -> dict[str, Any]:
+        """The index read now (writers modify and write it back)."""
         try:
             with open(self.index_path) as f:
                 data = json.load(f)
@@ -154,14 +171,14 @@ class ImageStore:
                      d.get("source", ""), d.get("digest"), d.get("config"))
 
     def list(self) -> list[Image]:
-        images = self._read_index()["images"]
+        images = self._index()["images"]
         return sorted((self._image(ref, d) for ref, d in images.items()), key=lambda i: (i.name, i.tag))
 
     def find(self, ref: str) -> Image | None:
         """The image `NAME[:TAG]`, `NAME@DIGEST` (any tag of NAME with that manifest digest) or
         `NAME:TAG@DIGEST` (that tag, if its digest matches), or None."""
         name, tag, digest = parse_any(ref)
-        images = self._read_index()["images"]
+        images = self._index()["images"]
         if digest is None:
             d = images.get(f"{name}:{tag}")
             return None if d is None else self._image(f"{name}:{tag}", d)
@@ -314,7 +331,15 @@ class ImageStore:
     def add_image(self, name: str, tag: str, *, layers: list[str], config: dict[str, Any] | None,
                   digest: str | None, source: str) -> Image:
         """Record the image NAME:TAG (or NAME@DIGEST when `tag` is NO_TAG) made of `layers`
-        (digests, base first, all committed), replacing an image of that name."""
+        (digests, base first, all committed), replacing an image of that name. A `config` whose
+        Entrypoint, Cmd, Env, WorkingDir, User or ExposedPorts has the wrong type is refused."""
+        if config is not None:  # refused as the engine refuses it, rather than failing each start
+            from .config import ImageConfigError, checked_config
+
+            try:
+                checked_config(f"{name}@{digest}" if tag == NO_TAG else f"{name}:{tag}", config)
+            except ImageConfigError as e:
+                raise ImageStoreError(str(e)) from None
         top_first = tuple(reversed(layers))
         image_id = "sha256:" + _sha256(json.dumps(list(top_first)).encode()).hexdigest()
         with self._lock():

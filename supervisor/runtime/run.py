@@ -115,9 +115,12 @@ def run_container(req: RunRequest, *, environ: Any = None, stdio: tuple[int, int
     except UnsupportedOption as e:
         raise RunError(str(e)) from None
     if req.image and not req.rootfs and not host_view:  # a pulled image's Entrypoint, Cmd, Env, WorkingDir, User
-        from ..images.config import apply_to_run
+        from ..images.config import ImageConfigError, apply_to_run
 
-        apply_to_run(req, images)
+        try:
+            apply_to_run(req, images)
+        except ImageConfigError as e:
+            raise RunError(str(e)) from None
     if not req.argv:
         raise RunError("no command given (pysup run ... -- CMD [ARG...]), and the image has none")
     binds, named, anonymous = split_volume_args(req.volumes)

@@ -17,21 +17,23 @@ replaces `base`.
 
 from __future__ import annotations
 
-import signal as _signal
 from collections import deque
 from typing import Literal
 
 import attrs
 
 from ..config.model import Backoff, RestartPolicy
+from ..config.units import UnitError, signal_name as _name
 
 ExitKind = Literal["exit", "signal", "oom", "unhealthy", "start-failed"]
 
 
 def signal_name(sig: int) -> str:
+    """How pysup prints a signal: `config.units.signal_name` ("SIGTERM", "SIGRTMIN+3"), or
+    "signal 32" for a number without a name."""
     try:
-        return _signal.Signals(sig).name
-    except ValueError:
+        return _name(sig)
+    except UnitError:
         return f"signal {sig}"
 
 

@@ -283,3 +283,33 @@ def test_x_pysup_metrics_key(tmp_path):
     assert parse_address("[::1]:0") == ("::1", 0)
     with pytest.raises(Exception, match="ADDR:PORT"):
         parse_address("9100x")
+
+
+async def test_kill_takes_and_ps_prints_realtime_signals_by_name():
+    """`pysup kill -s SIGRTMIN+3` (systemd's stop signal) reaches the replica, and a replica a
+    realtime signal killed shows it by that name, as the logs do (`supervise.restart.signal_name`)."""
+    import signal
+
+    from supervisor.supervise.restart import ExitReason
+    from supervisor.supervise.state import ReplicaState
+
+    sent = []
+    handle = types.SimpleNamespace(status=None, send_signal=sent.append)
+    status = types.SimpleNamespace(pid=None, state=ReplicaState.EXITED, health=None, restart_count=0,
+                                   crash_looping=False, next_retry_at=None, gave_up=False, oom_kills=0,
+                                   last_exit=ExitReason.from_status(None, int(signal.SIGRTMIN) + 3))
+    replica = types.SimpleNamespace(container_id="c1", name="web-1", index=1, handle=handle, status=status,
+                                    service=types.SimpleNamespace(name="web", ports=()))
+    sup = FakeSup()
+    sup.stack.services = {"web": types.SimpleNamespace(replicas=1)}
+    sup.replicas = {"web": [replica]}
+    sup.replica = lambda service, index: replica if (service, index) == ("web", 1) else None
+    ctl = Controller(sup, project="fake", tap=EventTap())
+    for spelled in ("SIGRTMIN+3", "rtmin+3", str(int(signal.SIGRTMIN) + 3), "KILL"):
+        assert await ctl.kill({"targets": ["web"], "signal": spelled}) == {"killed": ["web-1"]}
+    assert sent == [int(signal.SIGRTMIN) + 3] * 3 + [signal.SIGKILL]
+    with pytest.raises(ControlError, match="unknown signal 'SIGRTMIN-1'"):
+        await ctl.kill({"targets": ["web"], "signal": "SIGRTMIN-1"})
+    row = ctl._replica_row(replica)
+    assert row["last_exit"]["signal"] == "SIGRTMIN+3"
+    assert row["last_exit"]["reason"] == "killed by SIGRTMIN+3"

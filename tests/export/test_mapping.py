@@ -92,6 +92,31 @@ def test_stop_signal_where_the_version_has_it(export, version, expected):
         assert "before 1.33" in r.warned("services.db.stop_signal")[0]
 
 
+@pytest.mark.parametrize("version", ["1.32", "1.33"])
+def test_an_explicit_sigterm_is_exported_since_the_image_may_stop_with_another(export, version):
+    """Without `stopSignal` the runtime sends the image's STOPSIGNAL: `stop_signal: SIGTERM` is
+    kept (or warned about) like any other; no `stop_signal` leaves the image's, as pysup does."""
+    r = export("""
+        services:
+          db: {image: postgres, restart: always, stop_signal: SIGTERM}
+          rt: {image: systemd, restart: always, stop_signal: SIGRTMIN+3}
+          plain: {image: x, restart: always}
+    """, kube_version=version)
+    assert "stopSignal" not in r.container("plain").get("lifecycle", {}) and "os" not in r.pod("plain")
+    assert r.warned("services.plain.stop_signal") == []
+    if version == "1.33":
+        assert r.container("db")["lifecycle"]["stopSignal"] == "SIGTERM"
+        assert r.container("rt")["lifecycle"]["stopSignal"] == "SIGRTMIN+3"  # Kubernetes' spelling, not "37"
+        assert r.pod("db")["os"] == {"name": "linux"}
+        assert "feature gate" in r.warned("services.db.stop_signal")[0]
+    else:
+        assert "lifecycle" not in r.container("db") and "os" not in r.pod("db")
+        assert r.warned("services.db.stop_signal") == [
+            "SIGTERM: Kubernetes before 1.33 always sends the image's stop signal "
+            "(SIGTERM unless the image sets another STOPSIGNAL)"]
+        assert r.warned("services.rt.stop_signal")[0].startswith("SIGRTMIN+3: ")
+
+
 def test_resources_limits_and_requests(export):
     r = export("""
         services:

@@ -17,7 +17,7 @@ import trio
 
 from supervisor.config.load import load
 from supervisor.config.model import Mount, Service, ServiceExtras
-from supervisor.images.store import ImageStore
+from supervisor.images.store import ImageStore, ImageStoreError
 from supervisor.runtime import rootfs as R
 from supervisor.runtime.spec import ContainerSpec, ExecSpec, UnknownImage, UnsupportedOption, from_service
 
@@ -164,6 +164,81 @@ def test_an_image_of_several_layers_is_stacked(env, rootfs, tmp):
         r = pysup(env, "run", "--rm", *extra, "pysup-test-stack", "/bin/sh", "-c",
                   "cat /etc/release; cat /etc/group; ls /bin/busybox; touch /x 2>/dev/null && echo rw || echo ro")
         assert r.stdout == f"top layer\nroot:x:0:\n/bin/busybox\n{'ro' if extra else 'rw'}\n", r.stderr
+
+
+@needs_root
+@pytest.mark.parametrize("key, value, want", [
+    ("Entrypoint", {"sh": "-c"}, "a list of strings"),
+    ("Cmd", ["echo", 1], "a list of strings"),
+    ("Env", "PATH=/bin", 'a list of "NAME=value" strings'),
+    ("WorkingDir", ["/srv"], "a string"),
+    ("User", 65534, "a string"),
+    ("ExposedPorts", ["80/tcp"], 'an object like {"80/tcp": {}}'),
+])
+def test_a_malformed_image_config_is_one_line_naming_the_image(env, rootfs, tmp, key, value, want):
+    """An image config stored with a key of the wrong type (by an older pysup, a hand edit: pulls
+    and loads refuse it now) fails `pysup run IMAGE` and `pysup up` with one line naming the
+    image and the key, before anything starts: never a traceback, never a half-applied config."""
+    ref = f"{new_id()}:v1"
+    store = ImageStore(os.path.join(env["PYSUP_STATE_DIR"], "images"))
+    store.import_path(ref, rootfs)
+    data = json.loads(Path(store.index_path).read_text())
+    data["images"][ref]["config"] = {"Env": ["PATH=/bin"], key: value}
+    Path(store.index_path).write_text(json.dumps(data))
+    problem = f"image {ref}: its config's {key} is not {want} ({json.dumps(value)}); fix or rebuild the image"
+
+    r = pysup(env, "run", "--rm", ref, "/bin/true")
+    assert (r.returncode, r.stderr) == (125, f"pysup: {problem}\n")
+    r = pysup(env, "run", "--rm", ref)  # the image's Cmd, too
+    assert (r.returncode, r.stderr) == (125, f"pysup: {problem}\n")
+
+    spec = tmp / "compose.yaml"
+    spec.write_text(f"name: {new_id()}\nservices:\n  app:\n    image: {ref}\n    command: [/bin/true]\n")
+    r = pysup(env, "--log-format", "json", "-f", str(spec), "up")
+    assert (r.returncode, r.stderr.splitlines()[-1:]) == (1, [f"pysup: services.app: {problem}"]), r.stderr
+    assert "Traceback" not in r.stderr and "replica.started" not in r.stderr + r.stdout
+    # pulls and loads refuse such a config (as the engine does) rather than storing it
+    with pytest.raises(ImageStoreError, match=f"^image pysup-test-x:1: its config's {key} is not "):
+        store.add_image("pysup-test-x", "1", layers=[], config={key: value}, digest=None, source="t")
+    assert store.find("pysup-test-x:1") is None
+
+
+def test_an_entrypoint_or_cmd_string_is_one_argument_as_moby_reads_it(tmp):
+    from supervisor.images.config import checked_config
+
+    config = {"Entrypoint": "/entry.sh", "Cmd": "serve", "Env": None, "ExposedPorts": {"80/tcp": None}}
+    assert checked_config("x", config) == {**config, "Entrypoint": ["/entry.sh"], "Cmd": ["serve"]}
+    assert config["Entrypoint"] == "/entry.sh"  # the store's (cached) copy is left alone
+    store = ImageStore(str(tmp / "images"))
+    (tmp / "src").mkdir()
+    store.import_path("app:1", str(tmp / "src"))
+    data = json.loads(Path(store.index_path).read_text())
+    data["images"]["app:1"]["config"] = config
+    Path(store.index_path).write_text(json.dumps(data))
+    spec = from_service(Service(name="s", image="app:1"), id="x", images=store)
+    assert spec.argv == ("/entry.sh", "serve")
+
+
+def test_a_live_edit_with_a_malformed_image_config_fails_that_start_only(tmp):
+    """The live-edit gate's `effective_stack` reads only StopSignal and Healthcheck and does not
+    raise (it runs on the supervisor's loop); the replica's start then fails with the one line
+    (`replica.start_failed`: a PysupError), as for an image missing from the store."""
+    from supervisor.config.model import Stack
+    from supervisor.errors import PysupError
+    from supervisor.images.config import ImageConfigError, effective_stack
+
+    store = ImageStore(str(tmp / "images"))
+    (tmp / "src").mkdir()
+    store.import_path("app:1", str(tmp / "src"))
+    data = json.loads(Path(store.index_path).read_text())
+    data["images"]["app:1"]["config"] = {"Cmd": 5, "StopSignal": "SIGQUIT"}
+    Path(store.index_path).write_text(json.dumps(data))
+    stack = Stack(name="p", project_dir="/", files=(), services={"s": Service(name="s", image="app:1")})
+    assert effective_stack(stack, store).services["s"].stop_signal == 3
+    with pytest.raises(ImageConfigError, match=r"^services\.s: image app:1: its config's Cmd is not a list"):
+        effective_stack(stack, store, check=True)
+    with pytest.raises(PysupError, match=r"^image app:1: its config's Cmd is not a list of strings \(5\)"):
+        from_service(stack.services["s"], id="x", images=store)
 
 
 @needs_root

@@ -246,6 +246,35 @@ def test_the_index_is_written_atomically(store, tmp, monkeypatch):
     assert [i.ref for i in store.list()] == ["first:latest"]
 
 
+def test_readers_parse_the_index_once_until_it_changes(tmp, monkeypatch):
+    """A stack of many image services looks each one up: one parse of index.json while it is
+    unchanged (issue 9: it was parsed per service on the event loop), and any write, by this
+    store or another process's, is seen at the next look-up."""
+    from supervisor.config.model import Service, Stack
+    from supervisor.images import store as store_mod
+    from supervisor.images.config import effective_stack
+
+    a, b = store_mod.ImageStore(str(tmp / "s")), store_mod.ImageStore(str(tmp / "s"))
+    for i in range(20):
+        b.add_image(f"pysup-test-{i}", "1", layers=[], config={"StopSignal": "SIGQUIT"}, digest=None, source="t")
+    loads = []
+    real = json.load
+    monkeypatch.setattr(store_mod.json, "load", lambda f: loads.append(1) or real(f))
+    stack = Stack(name="p", project_dir="/", files=(), services={
+        f"s{i}": Service(name=f"s{i}", image=f"pysup-test-{i}:1") for i in range(20)})
+    assert all(s.stop_signal == 3 for s in effective_stack(stack, a).services.values())
+    assert a.find("pysup-test-0:1") is not None and len(a.list()) == 20
+    assert len(loads) == 1
+    b.remove("pysup-test-0:1")  # another store object: as another process would
+    n = len(loads)
+    assert a.find("pysup-test-0:1") is None and a.find("pysup-test-1:1") is not None
+    assert len(loads) == n + 1
+    b.add_image("pysup-test-0", "1", layers=[], config=None, digest=None, source="t")
+    n = len(loads)
+    assert a.get("pysup-test-0:1").config is None
+    assert len(loads) == n + 1
+
+
 def pysup(env: dict, *args: str):
     return subprocess.run([sys.executable, "-m", "supervisor", *args], capture_output=True, text=True, timeout=60,
                           env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), **env}, cwd=str(REPO))

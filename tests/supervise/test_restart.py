@@ -73,6 +73,9 @@ def test_unhealthy_is_a_failure_unless_disabled():
 def test_reasons_describe_themselves():
     assert CRASH.describe() == "exit code 1"
     assert ExitReason("signal", signal=9).describe() == "killed by SIGKILL"
+    assert ExitReason("signal", signal=37).describe() == "killed by SIGRTMIN+3"  # glibc's SIGRTMIN: 34
+    assert ExitReason("signal", signal=62).describe() == "killed by SIGRTMAX-2"
+    assert ExitReason("signal", signal=32).describe() == "killed by signal 32"  # glibc's own: no name
     assert ExitReason("oom", signal=9).describe() == "OOM killed"
     assert ExitReason("oom", signal=9).exit_code == 137
     assert ExitReason("unhealthy", detail="x").describe() == "unhealthy: x"

@@ -45,6 +45,12 @@ async def test_pump_splits_lines_and_flushes_the_tail(tmp_path):
     assert [json.loads(x)["line"] for x in (tmp_path / "c.log").read_text().splitlines()] == ["one", "two", "three"]
 
 
+async def _written(out: io.BytesIO, expected: bytes) -> None:
+    with trio.fail_after(5):
+        while out.getvalue() != expected:
+            await trio.sleep(0.001)
+
+
 async def test_console_with_its_writer_buffers_drops_beyond_the_cap_and_says_so():
     out = io.BytesIO()
     c = Console(out=out, prefix=False, buffer_bytes=12)
@@ -53,9 +59,9 @@ async def test_console_with_its_writer_buffers_drops_beyond_the_cap_and_says_so(
         for i in range(4):
             c.line("web", "web-1", f"line{i}".encode())  # 6 bytes each: two fit
         assert out.getvalue() == b"" and c.dropped == 2  # nothing written from the caller's task
-        await trio.testing.wait_all_tasks_blocked()
+        await _written(out, b"line0\nline1\n")  # by the worker thread (wait_all_tasks_blocked does not wait for it)
         c.line("web", "web-1", b"later")
-        await trio.testing.wait_all_tasks_blocked()
+        await _written(out, b"line0\nline1\n[pysup: 2 lines of container output dropped: stdout too slow]\nlater\n")
         n.cancel_scope.cancel()
     assert out.getvalue() == (b"line0\nline1\n[pysup: 2 lines of container output dropped: stdout too slow]\n"
                               b"later\n")

@@ -114,14 +114,14 @@ def rootfs_options(spec: ContainerSpec, state_dir: str | None = None) -> R.Rootf
     rootfs, lower, mounts, host_root = spec.rootfs, spec.lower_layers, spec.mounts, "/"
     if idmapped(spec) and state_dir:  # the idmapped copies the parent attached (idmap_layers)
         base = os.path.join(state_dir, "idmap")
-        if spec.rootfs == "/":
+        if idmap_root(spec) and spec.rootfs == "/":
             host_root = os.path.join(base, "0")
-        else:
+        elif idmap_root(spec):
             rootfs, *rest = (os.path.join(base, str(i)) for i in range(1 + len(lower)))
             lower = tuple(rest)
         # a bind mount's idmapped copy exists when its filesystem allowed it (else: a warning)
         mounts = tuple(m.replace(source=os.path.join(base, f"b{i}"))
-                       if m.type == "bind" and os.path.lexists(os.path.join(base, f"b{i}")) else m
+                       if idmap_bind(spec, m) and os.path.lexists(os.path.join(base, f"b{i}")) else m
                        for i, m in enumerate(mounts))
     return R.RootfsOptions(rootfs=rootfs, read_only=spec.read_only, mounts=mounts, masked_paths=masked,
                            readonly_paths=ro, generated_files=tuple(generated), generated_dir=etc_dir,
@@ -704,6 +704,31 @@ def idmapped(spec: ContainerSpec) -> bool:
     return bool(spec.idmap and spec.uid_map)
 
 
+def remountable(spec: ContainerSpec) -> bool:
+    """Does the container keep CAP_SYS_ADMIN in its user namespace (privileged, cap_add)? Then it
+    may remount its own mounts: the kernel locks a mount's flags only when it is copied into a
+    less privileged namespace, not on what the zygote attaches or the child makes read-only. A
+    read-only idmapped mount would be host root's files writable as host root after a remount."""
+    return spec.privileged or "CAP_SYS_ADMIN" in spec.capabilities
+
+
+def idmap_root(spec: ContainerSpec) -> bool:
+    """Are the layers (or, for `image: host`, the host's tree) idmapped? Not when the root is
+    the idmapped tree itself, read-only (image: host, or a read-only root of one layer: no overlay
+    in between), and the container can remount it (`remountable`)."""
+    if not idmapped(spec):
+        return False
+    bare = spec.rootfs == "/" or (spec.read_only and not spec.lower_layers)
+    return not (bare and remountable(spec))
+
+
+def idmap_bind(spec: ContainerSpec, m: Any) -> bool:
+    """Is bind mount `m` shown through an idmapped copy? Not a read-only one in a container that
+    can remount it (`remountable`); `ro` among its options counts as read-only too."""
+    read_only = m.read_only or "ro" in m.options
+    return idmapped(spec) and m.type == "bind" and bool(m.source) and not (read_only and remountable(spec))
+
+
 # image: host: what the view replaces with its own mounts; the host's mounts there are not carried
 HOST_VIEW_REPLACED = ("/proc", "/sys", "/dev", "/run", "/tmp", "/var/tmp")
 _IDMAP_UNSUPPORTED = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM)
@@ -740,7 +765,11 @@ def idmap_layers(pid: int, spec: ContainerSpec) -> list[str]:
         userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         fds.append(userns)
         trees = []
-        if spec.rootfs == "/":
+        if not idmap_root(spec):
+            warnings.append(f"{'image: host' if spec.rootfs == '/' else 'the read-only root'} in a user namespace "
+                            "with CAP_SYS_ADMIN (it could remount it writable): not idmapped; files owned by host "
+                            "users show as nobody (65534) inside")
+        elif spec.rootfs == "/":
             plain = []
             for mp, fstype in host_view_mountpoints():
                 try:
@@ -771,6 +800,11 @@ def idmap_layers(pid: int, spec: ContainerSpec) -> list[str]:
                 trees.append((tree, target))
         for i, m in enumerate(spec.mounts):
             if m.type != "bind" or not m.source:
+                continue
+            if not idmap_bind(spec, m):
+                warnings.append(f"bind mount {m.source} -> {m.target}: read-only and the container holds "
+                                "CAP_SYS_ADMIN in its user namespace (it could remount it writable): not idmapped; "
+                                "files owned by host users show as nobody (65534) inside")
                 continue
             try:
                 tree = S.open_tree(m.source, S.OPEN_TREE_CLONE | S.OPEN_TREE_CLOEXEC

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,52 @@ def test_a_shared_range_goes_with_its_last_holder(tmp_path, env):
     assert sorted(U.allocations(env)) == ["p-db-1"]
     with pytest.raises(U.UsernsError, match="already"):  # a per-container range is never joined
         U.allocate("p-db-1", holder="p-db-2", environ=env, **f)
+
+
+# A container that keeps CAP_SYS_ADMIN in its user namespace (privileged, cap_add) may remount its
+# own mounts: the kernel locks mount flags only on mounts copied into a less privileged namespace,
+# not on those pysup attaches or makes read-only for it. Through an idmapped mount that would make
+# host root's files writable as host root; read-only things must stay out of reach.
+REMOUNT_ALL_RW = "for m in $(cut -d' ' -f5 /proc/self/mountinfo); do mount -o remount,bind,rw $m 2>/dev/null; done; "
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/bin/busybox"), reason="needs root and busybox")
+def test_userns_privileged_cannot_write_host_root_files_through_a_read_only_bind(scratch, busybox_rootfs):
+    victim = scratch / "src" / "owned-by-root"
+    victim.parent.mkdir()
+    victim.write_text("host\n")
+    os.chown(victim, 0, 0)
+    os.chmod(victim, 0o644)
+    for flags in (("--privileged",), ("--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined")):
+        r = _run(scratch, *flags, "--rootfs", busybox_rootfs, "-v", f"{victim.parent}:/x:ro", "--", "/bin/sh", "-c",
+                 REMOUNT_ALL_RW + "echo changed > /x/owned-by-root; cat /x/owned-by-root")
+        assert r.returncode == 0, r.stderr
+        assert victim.read_text() == "host\n", (flags, r.stdout, r.stderr)
+        assert "read-only and the container holds CAP_SYS_ADMIN" in r.stderr
+    # without CAP_SYS_ADMIN the read-only bind stays idmapped: host root's file is the container root's
+    r = _run(scratch, "--rootfs", busybox_rootfs, "-v", f"{victim.parent}:/x:ro", "--", "/bin/stat", "-c", "%u",
+             "/x/owned-by-root")
+    assert r.returncode == 0 and r.stdout.split() == ["0"], r.stderr
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/bin/busybox"), reason="needs root and busybox")
+def test_userns_privileged_cannot_write_host_root_files_through_a_read_only_root(scratch, busybox_rootfs):
+    # image: host (outside /tmp, which the view replaces) and a read-only rootfs directory
+    outside = Path(tempfile.mkdtemp(prefix=".pysup-test-", dir=REPO))
+    try:
+        victim = outside / "owned-by-root"
+        victim.write_text("host\n")
+        os.chmod(victim, 0o644)
+        r = _run(scratch, "--privileged", "host", "--", "/bin/sh", "-c", REMOUNT_ALL_RW + f"echo changed > {victim}")
+        assert victim.read_text() == "host\n", (r.stdout, r.stderr)
+        assert "not idmapped" in r.stderr, r.stderr
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+    rootfs = scratch / "rootfs"
+    shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
+    r = _run(scratch, "--privileged", "--read-only", "--rootfs", str(rootfs), "--", "/bin/sh", "-c",
+             REMOUNT_ALL_RW + "echo changed > /etc/hostname-pysup-test; echo changed >> /etc/passwd")
+    assert not (rootfs / "etc" / "hostname-pysup-test").exists(), (r.stdout, r.stderr)
+    assert "changed" not in (rootfs / "etc" / "passwd").read_text()

@@ -183,7 +183,6 @@ class RootfsPlan:
     # The host's own "/" (image: host): bound recursively at `rootfs` (a directory of the state dir)
     # and made read-only with every mount below it, before anything is mounted over it.
     host_view: bool = False
-    host_root: str = "/"  # with host_view: where the host's tree is taken from (its idmapped copy)
 
 
 @record(kw_only=True)
@@ -207,7 +206,6 @@ class RootfsOptions:
     lower_layers: tuple[str, ...] = ()  # more image layers below `rootfs` (top first)
     mount_dir: str | None = None  # where a root that is not `rootfs` itself is assembled (host view, layers)
     host_view: bool = False  # `rootfs` is the host's "/" (image: host): bound at `mount_dir`, read-only
-    host_root: str = "/"  # with host_view: the tree to bind (the zygote's idmapped copy of "/" in a user namespace)
     sys_glob_root: str = "/"  # where masked-path globs under /sys are expanded (tests point it elsewhere)
 
 
@@ -342,7 +340,7 @@ def plan_rootfs(opts: RootfsOptions) -> RootfsPlan:
         after.append(ReadonlyRoot())
     after += [MaskPath(p) for p in expand_globs(opts.masked_paths, opts.sys_glob_root)]
     after += [ReadonlyPath(p) for p in opts.readonly_paths]
-    return RootfsPlan(rootfs, tuple(steps), tuple(after), overlay, host_view, opts.host_root if host_view else "/")
+    return RootfsPlan(rootfs, tuple(steps), tuple(after), overlay, host_view)
 
 
 # --- safe path resolution ----------------------------------------------------------------------
@@ -530,8 +528,7 @@ class StageError(Exception):
         return getattr(self.cause, "errno", None)
 
 
-def prepare_root(sc: Syscalls, rootfs: str, overlay: Overlay | None = None, host_view: bool = False,
-                 host_root: str = "/") -> None:
+def prepare_root(sc: Syscalls, rootfs: str, overlay: Overlay | None = None, host_view: bool = False) -> None:
     try:
         sc.mount(None, "/", None, S.MS_SLAVE | S.MS_REC, None)
     except OSError as e:
@@ -549,7 +546,7 @@ def prepare_root(sc: Syscalls, rootfs: str, overlay: Overlay | None = None, host
     if host_view:
         try:
             sc.mkdir(rootfs, 0o755)
-            sc.mount(host_root, rootfs, None, S.MS_BIND | S.MS_REC, None)
+            sc.mount("/", rootfs, None, S.MS_BIND | S.MS_REC, None)
             # Every mount of the host's tree read-only, in one call: a bind remount would only do the top one.
             sc.mount_setattr(rootfs, S.MOUNT_ATTR_RDONLY, recursive=True)
         except OSError as e:
@@ -579,7 +576,7 @@ def pivot(sc: Syscalls, rootfs: str) -> None:
 def apply(plan: RootfsPlan, sc: Syscalls, *, exists: Callable[[str], bool] = os.path.lexists,
           isdir: Callable[[str], bool] = os.path.isdir) -> None:
     """Perform the plan: prepare, steps, pivot_root, post-pivot steps. Raises `StageError`."""
-    prepare_root(sc, plan.rootfs, plan.overlay, plan.host_view, plan.host_root)
+    prepare_root(sc, plan.rootfs, plan.overlay, plan.host_view)
     before = _Applier(sc, plan.rootfs, exists=exists, isdir=isdir)
     for step in plan.before_pivot:
         try:

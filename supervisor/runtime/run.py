@@ -173,10 +173,10 @@ def _run(req: RunRequest, cid: str, rootfs: str, lower: tuple[str, ...], host_vi
         vroot = paths.volumes_dir(environ)
         for name, dst, opts in named:
             extra.append(MountSpec(type="bind", source=os.path.join(vroot, name), target=dst,
-                                   read_only="ro" in opts.split(",")))
+                                   read_only="ro" in opts.split(","), owned=True))
         anon = volumes.anonymous_dir(cid, vroot)
         for i, dst in enumerate(anonymous):
-            extra.append(MountSpec(type="bind", source=os.path.join(anon, str(i)), target=dst))
+            extra.append(MountSpec(type="bind", source=os.path.join(anon, str(i)), target=dst, owned=True))
         if extra:
             try:
                 volumes.prepare(spec.replace(mounts=tuple(extra)), volumes_root=vroot,

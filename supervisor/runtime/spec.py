@@ -66,6 +66,9 @@ class MountSpec:
     tmpfs_size: int | None = None  # bytes
     tmpfs_mode: int | None = None
     options: tuple[str, ...] = field(default=(), converter=_tuple)  # extra mount flags: noexec, nosuid, ...
+    # the source is pysup's own directory (a named or anonymous volume), not a host path the user
+    # named: under a user namespace it is idmapped even when writable (zygote.idmap_bind)
+    owned: bool = False
 
 
 @record(kw_only=True)
@@ -336,12 +339,12 @@ def from_service(service: Any, *, id: str, rootfs: str | None = None, cgroup_pro
                 raise unsupported(f"volume {v.source}:{v.target} without a volumes directory")
             name = (volume_names or {}).get(v.source, v.source)
             mounts.append(MountSpec(type="bind", source=os.path.join(volumes_dir, name), target=v.target,
-                                    read_only=v.read_only))
+                                    read_only=v.read_only, owned=True))
         elif v.type == "volume":
             if not anonymous_dir:
                 raise unsupported(f"anonymous volume {v.target} without a directory for it")
             mounts.append(MountSpec(type="bind", source=os.path.join(anonymous_dir, str(len(mounts))),
-                                    target=v.target, read_only=v.read_only))
+                                    target=v.target, read_only=v.read_only, owned=True))
         else:
             raise unsupported(f"volume {v.target} of type {v.type}")
     if host_view:

@@ -52,13 +52,21 @@ def named(name: str, root: str | None = None, *, create: bool = True) -> str:
         return d
     if not create:
         raise VolumeError(f"volume {name} does not exist ({d})")
-    os.makedirs(root, mode=0o711, exist_ok=True)
+    _make_root(root)
     try:
         os.mkdir(d, 0o755)
     except FileExistsError:
         if not os.path.isdir(d) or os.path.islink(d):
             raise VolumeError(f"volume {name}: {d} is not a directory") from None
     return d
+
+
+def _make_root(root: str) -> None:
+    """The volumes' directory: 0700, root's. Under a user namespace a container's root writes its
+    volumes through idmapped mounts as host root (zygote.idmap_bind); a setuid-root file it
+    leaves there must not be reachable by host users."""
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    os.chmod(root, 0o700)
 
 
 def anonymous_dir(container: str, root: str | None = None) -> str:
@@ -79,8 +87,7 @@ def prepare(spec: Any, *, volumes_root: str | None = None, anonymous: str | None
             src = os.path.abspath(m.source)
             if anonymous and os.path.dirname(src) == os.path.abspath(anonymous):
                 if anonymous not in made:
-                    # traversable (0711): a user namespace's root mounts its volumes from here
-                    os.makedirs(root, mode=0o711, exist_ok=True)
+                    _make_root(root)
                     os.makedirs(os.path.dirname(anonymous), mode=0o711, exist_ok=True)
                     try:
                         os.mkdir(anonymous, 0o711)

@@ -111,12 +111,10 @@ def rootfs_options(spec: ContainerSpec, state_dir: str | None = None) -> R.Rootf
         ]
     masked = () if spec.privileged else (spec.masked_paths if spec.masked_paths is not None else R.DEFAULT_MASKED_PATHS)
     ro = () if spec.privileged else (spec.readonly_paths if spec.readonly_paths is not None else R.DEFAULT_READONLY_PATHS)
-    rootfs, lower, mounts, host_root = spec.rootfs, spec.lower_layers, spec.mounts, "/"
+    rootfs, lower, mounts = spec.rootfs, spec.lower_layers, spec.mounts
     if idmapped(spec) and state_dir:  # the idmapped copies the parent attached (idmap_layers)
         base = os.path.join(state_dir, "idmap")
-        if idmap_root(spec) and spec.rootfs == "/":
-            host_root = os.path.join(base, "0")
-        elif idmap_root(spec):
+        if idmap_root(spec):
             rootfs, *rest = (os.path.join(base, str(i)) for i in range(1 + len(lower)))
             lower = tuple(rest)
         # a bind mount's idmapped copy exists when its filesystem allowed it (else: a warning)
@@ -129,7 +127,7 @@ def rootfs_options(spec: ContainerSpec, state_dir: str | None = None) -> R.Rootf
                            layer_dir=os.path.join(state_dir, "layer") if state_dir and spec.writable_layer
                            else None, lower_layers=lower,
                            mount_dir=os.path.join(state_dir, "root") if state_dir else None,
-                           host_view=spec.rootfs == "/", host_root=host_root,
+                           host_view=spec.rootfs == "/",
                            sys_from_host=bool(spec.uid_map) and (bool(spec.netns) or spec.host_net))
 
 
@@ -713,50 +711,40 @@ def remountable(spec: ContainerSpec) -> bool:
 
 
 def idmap_root(spec: ContainerSpec) -> bool:
-    """Are the layers (or, for `image: host`, the host's tree) idmapped? Not when the root is
-    the idmapped tree itself, read-only (image: host, or a read-only root of one layer: no overlay
-    in between), and the container can remount it (`remountable`)."""
-    if not idmapped(spec):
+    """Are the layers idmapped? Never the host's tree (`image: host`): idmapped, the container's
+    root would be host root to every file of the host, /etc/shadow included; the host's files
+    stay host ids there, nobody inside. Not either when the root is the idmapped tree itself,
+    read-only (a read-only root of one layer: no overlay in between), and the container can
+    remount it (`remountable`)."""
+    if not idmapped(spec) or spec.rootfs == "/":
         return False
-    bare = spec.rootfs == "/" or (spec.read_only and not spec.lower_layers)
-    return not (bare and remountable(spec))
+    return not (spec.read_only and not spec.lower_layers and remountable(spec))
 
 
 def idmap_bind(spec: ContainerSpec, m: Any) -> bool:
-    """Is bind mount `m` shown through an idmapped copy? Not a read-only one in a container that
-    can remount it (`remountable`); `ro` among its options counts as read-only too."""
-    read_only = m.read_only or "ro" in m.options
-    return idmapped(spec) and m.type == "bind" and bool(m.source) and not (read_only and remountable(spec))
+    """Is bind mount `m` shown through an idmapped copy? A read-only one, unless the container can
+    remount it (`remountable`; `ro` among its options counts as read-only too); a writable one only
+    when its source is pysup's own (`owned`: a volume, under the 0700 volumes directory). A
+    writable host directory keeps its host ids, as podman does without `:idmap`: idmapped, the
+    container's root would write there as host root (a setuid-root file any host user could run)."""
+    if not (idmapped(spec) and m.type == "bind" and m.source):
+        return False
+    if m.read_only or "ro" in m.options:
+        return not remountable(spec)
+    return bool(m.owned)
 
 
-# image: host: what the view replaces with its own mounts; the host's mounts there are not carried
-HOST_VIEW_REPLACED = ("/proc", "/sys", "/dev", "/run", "/tmp", "/var/tmp")
 _IDMAP_UNSUPPORTED = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM)
 
 
-def host_view_mountpoints(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, str]]:
-    """(mountpoint, fstype) of the host's tree an `image: host` view shows, parents first: "/"
-    and every mount below it outside HOST_VIEW_REPLACED, each once."""
-    out: dict[str, str] = {}
-    with open(mountinfo) as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            mp = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
-            if mp != "/" and any(mp == r or mp.startswith(r + "/") for r in HOST_VIEW_REPLACED):
-                continue
-            out[mp] = fields[sep + 1]
-    return sorted(out.items(), key=lambda kv: (kv[0] != "/", kv[0].count("/")))
-
-
 def idmap_layers(pid: int, spec: ContainerSpec) -> list[str]:
-    """The parent's part of `idmap`: each layer (rootfs, then lower_layers; for `image: host` each
-    mount of the host's tree) and each bind mount's source cloned as a detached mount (open_tree),
-    idmapped through the child's user namespace, and attached at <state_dir>/idmap/<n> (bind
-    mount n: idmap/b<n>) inside the child's mount namespace (setns there and back: this process
-    is single-threaded). Only host root can make them; the child uses them instead of the
-    originals. A filesystem that refuses idmapping: a bind mount is used as it is, a host mount
-    attached as it is; either way a warning (returned) says its files show host ids inside."""
+    """The parent's part of `idmap`: each layer (rootfs, then lower_layers; `idmap_root`) and each
+    bind mount's source (`idmap_bind`) cloned as a detached mount (open_tree), idmapped through
+    the child's user namespace, and attached at <state_dir>/idmap/<n> (bind mount n: idmap/b<n>)
+    inside the child's mount namespace (setns there and back: this process is single-threaded).
+    Only host root can make them; the child uses them instead of the originals. A bind mount on a
+    filesystem that refuses idmapping is used as it is, with a warning (returned): its files show
+    host ids inside."""
     base = os.path.join(spec.state_dir, "idmap")
     fds: list[int] = []
     warnings: list[str] = []
@@ -765,32 +753,10 @@ def idmap_layers(pid: int, spec: ContainerSpec) -> list[str]:
         userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         fds.append(userns)
         trees = []
-        if not idmap_root(spec):
-            warnings.append(f"{'image: host' if spec.rootfs == '/' else 'the read-only root'} in a user namespace "
-                            "with CAP_SYS_ADMIN (it could remount it writable): not idmapped; files owned by host "
-                            "users show as nobody (65534) inside")
-        elif spec.rootfs == "/":
-            plain = []
-            for mp, fstype in host_view_mountpoints():
-                try:
-                    tree = S.open_tree(mp)
-                except OSError:
-                    continue  # gone, or hidden under another mount
-                fds.append(tree)
-                try:
-                    S.idmap_tree(tree, userns)
-                except OSError as e:
-                    if e.errno not in _IDMAP_UNSUPPORTED:
-                        raise
-                    plain.append(f"{mp} ({fstype})")
-                target = os.path.join(base, "0") + (mp if mp != "/" else "")
-                if mp == "/":
-                    os.mkdir(target, 0o755)
-                trees.append((tree, target))
-            if plain:
-                warnings.append(f"image: host in a user namespace: {', '.join(plain)} cannot be idmapped; "
-                                "files there owned by host users show as nobody (65534) inside")
-        else:
+        if spec.rootfs != "/" and not idmap_root(spec):
+            warnings.append("the read-only root in a user namespace with CAP_SYS_ADMIN (it could remount it "
+                            "writable): not idmapped; files owned by host users show as nobody (65534) inside")
+        elif spec.rootfs != "/":
             for i, layer in enumerate((spec.rootfs, *spec.lower_layers)):
                 target = os.path.join(base, str(i))
                 os.mkdir(target, 0o755)
@@ -802,10 +768,11 @@ def idmap_layers(pid: int, spec: ContainerSpec) -> list[str]:
             if m.type != "bind" or not m.source:
                 continue
             if not idmap_bind(spec, m):
-                warnings.append(f"bind mount {m.source} -> {m.target}: read-only and the container holds "
-                                "CAP_SYS_ADMIN in its user namespace (it could remount it writable): not idmapped; "
-                                "files owned by host users show as nobody (65534) inside")
-                continue
+                if m.read_only or "ro" in m.options:
+                    warnings.append(f"bind mount {m.source} -> {m.target}: read-only and the container holds "
+                                    "CAP_SYS_ADMIN in its user namespace (it could remount it writable): not "
+                                    "idmapped; files owned by host users show as nobody (65534) inside")
+                continue  # a writable host directory keeps host ids (idmap_bind says why)
             try:
                 tree = S.open_tree(m.source, S.OPEN_TREE_CLONE | S.OPEN_TREE_CLOEXEC
                                    | (S.AT_RECURSIVE if m.recursive else 0))

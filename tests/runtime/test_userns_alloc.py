@@ -98,6 +98,8 @@ def test_pysup_run_userns_auto(scratch, busybox_rootfs):
     # volumes are idmapped too: what the container's root writes is host root's on disk, so a
     # container with any other range reads it as its own root's
     assert os.stat(state / "volumes" / "pysup-test-uvol" / "x").st_uid == 0
+    # ... so no host user may reach what it leaves there (a setuid-root file)
+    assert os.stat(state / "volumes").st_mode & 0o777 == 0o700
     assert U.allocations({"PYSUP_STATE_DIR": str(state)}) == {}
 
 
@@ -110,24 +112,27 @@ def _run(tmp_path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/bin/busybox"), reason="needs root and busybox")
-def test_userns_bind_mounts_and_host_view_are_idmapped(scratch, busybox_rootfs):
+def test_userns_read_only_binds_are_idmapped_writable_host_dirs_and_the_host_view_are_not(scratch, busybox_rootfs):
     host_file = scratch / "owned-by-root"
     host_file.write_text("x\n")
     os.chown(host_file, 0, 0)
     os.chown(scratch, 0, 0)
     r = _run(scratch, "--rootfs", busybox_rootfs, "-v", f"{scratch}:/dir", "-v", f"{host_file}:/file:ro", "--",
              "/bin/sh", "-c", "cat /proc/self/uid_map; stat -c %u /dir /dir/owned-by-root /file; "
-             "touch /dir/made && echo wrote")
+             "touch /dir/made 2>/dev/null && echo wrote || echo refused")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split()[0::2] == ["0", "65536"] and int(lines[0].split()[1]) > 0
-    assert lines[1:] == ["0", "0", "0", "wrote"], r.stderr
-    assert os.stat(scratch / "made").st_uid == 0 and "warning" not in r.stderr
-    # image: host: the host's files are the container root's, and the view stays read-only
+    # read-only: host root's file is the container root's; writable host directory: host ids kept
+    # (nobody inside), so the container's root cannot write there as host root
+    assert lines[1:] == ["65534", "65534", "0", "refused"], r.stderr
+    assert not (scratch / "made").exists() and "warning" not in r.stderr
+    # image: host: the host's files stay host ids (nobody inside): root-only ones are out of reach
     r = _run(scratch, "host", "--", "/bin/sh", "-c", "id -u; stat -c %u /etc/passwd /usr/bin; "
+             "cat /etc/shadow >/dev/null 2>&1 && echo shadow-read || echo shadow-refused; "
              "touch /usr/pysup-test-x 2>/dev/null || echo read-only")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["0", "0", "0", "read-only"], r.stderr
+    assert r.stdout.splitlines() == ["0", "65534", "65534", "shadow-refused", "read-only"], r.stderr
 
 
 @pytest.mark.root
@@ -192,7 +197,7 @@ def test_userns_privileged_cannot_write_host_root_files_through_a_read_only_root
         os.chmod(victim, 0o644)
         r = _run(scratch, "--privileged", "host", "--", "/bin/sh", "-c", REMOUNT_ALL_RW + f"echo changed > {victim}")
         assert victim.read_text() == "host\n", (r.stdout, r.stderr)
-        assert "not idmapped" in r.stderr, r.stderr
+        assert "Permission denied" in r.stderr, r.stderr  # the view is never idmapped: host ids, nobody inside
     finally:
         shutil.rmtree(outside, ignore_errors=True)
     rootfs = scratch / "rootfs"

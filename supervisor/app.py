@@ -139,6 +139,7 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
     import attrs as _attrs
 
     from .runtime.spec import from_service
+    from .runtime.volumes import named as named_volume
 
     volumes = paths.volumes_dir(environ)
     # Named volumes are the stack's (`<project>_<key>` unless named) and outlive the run; anonymous
@@ -168,19 +169,22 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
         stack = current()
         volume_names = {key: vol.name for key, vol in stack.volumes.items()}
         service = replica.service
-        for v in service.volumes:
-            if v.type == "volume" and v.source:
-                os.makedirs(os.path.join(volumes, volume_names.get(v.source, v.source)), exist_ok=True)
         anonymous = os.path.join(anonymous_root, replica.container_id)
         try:
+            for v in service.volumes:
+                if v.type == "volume" and v.source:
+                    named_volume(volume_names.get(v.source, v.source), volumes)  # in the 0700 volumes directory
             spec = from_service(service, id=replica.container_id, cgroup_procs=cgroups.procs_files(replica.cgroup),
                                 volumes_dir=volumes, project_dir=stack.project_dir,
                                 volume_names=volume_names, anonymous_dir=anonymous,
                                 userns_range=userns_range(replica, stack.name))
-        except ValueError as exc:  # UnsupportedOption
+        except ValueError as exc:  # UnsupportedOption, VolumeError
             raise PysupError(str(exc)) from None
         for m in spec.mounts:
             if m.source and m.source.startswith(anonymous + os.sep):
+                # 0700 like the named volumes' directory: what a user namespace's root leaves in
+                # its volumes (idmapped: as host root) is out of host users' reach
+                os.makedirs(anonymous_root, mode=0o700, exist_ok=True)
                 os.makedirs(m.source, exist_ok=True)
         # Per service and the definitions of what it mounts: an edited secret gets new mounts.
         key = (service, tuple(stack.secrets.get(r.source) for r in service.secrets),

@@ -43,12 +43,13 @@ def volumes_dir(environ: Mapping[str, str] | None = None) -> str:
 
 def named(name: str, root: str | None = None, *, create: bool = True) -> str:
     """The directory of the named volume `name` under `root` (default paths.volumes_dir()), made
-    (0755, root-owned) when missing and `create`; VolumeError when missing and not `create`
+    (0755, root-owned, in the 0700 volumes directory) when missing and `create`; VolumeError when missing and not `create`
     (an `external: true` volume must exist)."""
     check_name(name)
     root = root or paths.volumes_dir()
     d = os.path.join(root, name)
     if os.path.isdir(d) and not os.path.islink(d):
+        _make_root(root)  # a directory an older pysup made 0711
         return d
     if not create:
         raise VolumeError(f"volume {name} does not exist ({d})")

@@ -15,8 +15,8 @@ time. A `start` is one clone:
     child → zygote over the CLOEXEC sync pipe: JSON lines `{"warning": ...}`, or
     `{"stage", "errno", "message"}` on failure; EOF without a failure means execve succeeded.
 
-With the default namespaces the clone was made ahead of time (`Spare`): the request only hands it
-the spec. An `exec` clones into a running container's namespaces (`handle_exec`) and shares
+With the default namespaces and no cgroup v2, the clone was made ahead of time (`Spare`, once
+a start has shown one fits): the request only hands it the spec. An `exec` clones into a running container's namespaces (`handle_exec`) and shares
 `process_init`. With a user namespace the child waits until the zygote has written its id maps
 (`clone_container`, `setup_user_namespace`).
 
@@ -842,8 +842,18 @@ def setup_user_namespace(pid: int, spec: ContainerSpec, joined: str | None = Non
     return []
 
 
-def handle_start(sock: socket.socket, msg: dict, fds: list[int], filters: dict, spare: Spare | None) -> Spare | None:
-    """Start one container (with the spare when its namespaces fit); returns the spare left unused."""
+def spare_fits(spec: ContainerSpec) -> bool:
+    """Can a spare become this container? Only with the default namespaces (a container joining
+    pysup's prepared network namespace clones without CLONE_NEWNET) and no cgroup v2: a spare sits
+    in the zygote's cgroup, and moving it into a cgroup v2 costs more (see join_cgroups) than a
+    clone born in the container's cgroup."""
+    return namespace_flags(spec) == DEFAULT_NAMESPACES and v2_cgroup(spec.cgroup_procs) is None
+
+
+def handle_start(sock: socket.socket, msg: dict, fds: list[int], filters: dict,
+                 spare: Spare | None) -> tuple[Spare | None, bool | None]:
+    """Start one container (with the spare when it fits); returns the spare left unused and
+    whether a spare would have fitted (None: the request was refused before that was known)."""
     cid = msg.get("id")
     try:
         spec = ContainerSpec.from_dict(msg["spec"])
@@ -854,14 +864,13 @@ def handle_start(sock: socket.socket, msg: dict, fds: list[int], filters: dict, 
         bpf = prepare_filter(spec, filters)
     except Failure as f:
         protocol.send(sock, protocol.FAILED, id=cid, pid=None, **f.to_dict())
-        return spare
+        return spare, None
     except (TypeError, ValueError, KeyError) as e:
         protocol.send(sock, protocol.FAILED, id=cid, pid=None, stage="request", errno=errno.EINVAL,
                       message=f"request: {e}")
-        return spare
-    # A spare sits in the zygote's cgroup; moving it into a cgroup v2 costs more (see join_cgroups)
-    # than a clone born in the container's cgroup.
-    if spare is not None and namespace_flags(spec) == DEFAULT_NAMESPACES and v2_cgroup(spec.cgroup_procs) is None:
+        return spare, None
+    fits = spare_fits(spec)
+    if spare is not None and fits:
         try:
             spare.hand_over(spec, fds, bpf)
             pid, sync_r = spare.pid, spare.sync_r
@@ -878,10 +887,10 @@ def handle_start(sock: socket.socket, msg: dict, fds: list[int], filters: dict, 
                                           close_in_child=[sock] + ([spare.ctrl] if spare is not None else []))
         except Failure as f:
             protocol.send(sock, protocol.FAILED, id=cid, pid=getattr(f, "pid", None), **f.to_dict())
-            return spare
+            return spare, fits
     os.set_blocking(sync_r, False)
     PENDING[sync_r] = (cid, pid, [])
-    return spare
+    return spare, fits
 
 
 # Starts whose child has not reported yet, by the read end of its sync pipe: (id, pid, bytes so
@@ -1015,7 +1024,10 @@ def serve(sock: socket.socket, spares: bool = True) -> None:
     gc.collect()
     gc.freeze()  # children do not walk (and copy-on-write) the zygote's objects
     protocol.send(sock, protocol.HELLO, pid=os.getpid())
-    spare: Spare | None = Spare.spawn(sock) if spares else None
+    # A spare is cloned once a start shows one would be used (spare_fits), and kept while starts
+    # fit: stacks on pysup's networks or on cgroup v2 never use one (~5 MB of a process, saved).
+    spare: Spare | None = None
+    want_spare = False
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     registered: set = set()
@@ -1048,7 +1060,8 @@ def serve(sock: socket.socket, spares: bool = True) -> None:
                 if msg["type"] == protocol.SHUTDOWN:
                     return
                 if msg["type"] == protocol.START:
-                    spare = handle_start(sock, msg, fds, filters, spare)
+                    spare, fits = handle_start(sock, msg, fds, filters, spare)
+                    want_spare = want_spare if fits is None else fits
                 elif msg["type"] == protocol.EXEC:
                     handle_exec(sock, msg, fds, filters)
                 else:
@@ -1056,7 +1069,7 @@ def serve(sock: socket.socket, spares: bool = True) -> None:
             finally:
                 for fd in fds:
                     os.close(fd)
-            if spare is None and spares:
+            if spare is None and spares and want_spare:
                 spare = Spare.spawn(sock)  # while the last start's child sets itself up
     finally:
         if spare is not None:

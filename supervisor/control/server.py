@@ -104,7 +104,7 @@ class Controller:
 
     def __init__(self, sup: Any, *, project: str, tap: EventTap | None = None, net: Any = None):
         self.sup = sup
-        self.net = net  # supervisor.net.stack.StackNetwork (the ports bound), when the stack has networks
+        self.net = net  # supervisor.net.stack.StackNetwork: the ports bound (ephemeral ones for ps)
         self.project = project
         self.tap = tap or EventTap()
         self.paused: set[str] = set()  # container ids

@@ -486,8 +486,9 @@ class UdpProxy:
 
 def ephemeral_key(service: str, ports: Any, i: int) -> tuple[str, str, int, int]:
     """What names the ephemeral host port of `ports[i]` (an entry without `published`) across live
-    edits: the service, the entry's host address and target, and which of the service's identical
-    entries it is (not the entry's position, nor port 0). The entry's protocol is the key's own."""
+    edits, in place of a port number: the service, the target, and which of the service's identical
+    entries it is (not the entry's position, nor port 0); the protocol and host address are beside
+    it in StackNetwork's key."""
     p = ports[i]
     nth = sum(1 for q in ports[:i] if q.published is None and (q.host_ip, q.target, q.protocol)
               == (p.host_ip, p.target, p.protocol))

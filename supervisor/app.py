@@ -260,7 +260,7 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
                         await n.start(net.run)
                     from .control import protocol as control_protocol, server as control
 
-                    await n.start(control.serve, control.Controller(sup, project=stack.name),
+                    await n.start(control.serve, control.Controller(sup, project=stack.name, net=net),
                                   control_protocol.socket_path(stack.name, options.environ))
                     if options.metrics:
                         from .control.metrics import serve_metrics

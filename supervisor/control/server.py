@@ -102,8 +102,9 @@ def _host_memory() -> int | None:
 class Controller:
     """The commands, over a `StackSupervisor` (and its runtime and cgroup manager)."""
 
-    def __init__(self, sup: Any, *, project: str, tap: EventTap | None = None):
+    def __init__(self, sup: Any, *, project: str, tap: EventTap | None = None, net: Any = None):
         self.sup = sup
+        self.net = net  # supervisor.net.stack.StackNetwork: the ports bound (ephemeral ones for ps)
         self.project = project
         self.tap = tap or EventTap()
         self.paused: set[str] = set()  # container ids
@@ -171,9 +172,21 @@ class Controller:
                 "oom": last.kind == "oom", "reason": last.describe()},
             "gave_up": st.gave_up, "stopped": (r.service.name, r.index) in self.held,
             "oom_kills": st.oom_kills, "ip": getattr(r, "ip", None),  # set by networking, when it lands
-            "ports": [{"target": p.target, "published": list(p.published) if p.published else None,
-                       "host_ip": p.host_ip, "protocol": p.protocol} for p in r.service.ports],
+            "ports": [self._port(r.service, i) for i in range(len(r.service.ports))],
         }
+
+    def _port(self, service: Any, i: int) -> dict[str, Any]:
+        """A port entry as published: one without a host port shows the ephemeral port bound for it
+        (`ephemeral`: true; `published` null while none is bound)."""
+        p = service.ports[i]
+        row = {"target": p.target, "published": list(p.published) if p.published else None,
+               "host_ip": p.host_ip, "protocol": p.protocol}
+        if p.published is None:
+            row["ephemeral"] = True
+            bound = self.net.host_port(service, i) if self.net is not None else None
+            if bound is not None:
+                row["host_ip"], row["published"] = bound[0], [bound[1], bound[1]]
+        return row
 
     @property
     def held(self) -> set[tuple[str, int]]:

@@ -53,6 +53,14 @@ def bridge_mac(project: str, key: str) -> str:
     return ":".join(f"{b:02x}" for b in (0x02, *h[:5]))
 
 
+def container_mac(address: ipaddress.IPv4Address) -> str:
+    """The MAC address of a container's interface: 02:42 and its IPv4 address, as Docker does. An
+    address freed and handed to another replica (a rolling update) keeps its MAC, so the host's
+    and the peers' neighbour entries for it stay right; with a new random MAC they would point at
+    the old interface until they expire (connections to it time out meanwhile)."""
+    return ":".join(f"{b:02x}" for b in (0x02, 0x42, *address.packed))
+
+
 def veth_names(container_id: str, key: str) -> tuple[str, str]:
     h = hashlib.sha256(f"{container_id}/{key}".encode()).hexdigest()[:9]
     return f"{PREFIX}{h}h", f"{PREFIX}{h}p"
@@ -500,7 +508,7 @@ class BridgeNetworks:
                 default_gw = default_gw6 = None
                 for (key, _host, peer), m in zip(plan, ep.members):
                     idx = ipr.link_lookup(ifname=peer)[0]
-                    ipr.link("set", index=idx, ifname=m.ifname)
+                    ipr.link("set", index=idx, ifname=m.ifname, address=container_mac(m.address))
                     ipr.addr("add", index=idx, address=str(m.address), prefixlen=self.subnets[key].prefixlen)
                     if m.address6 is not None:
                         ipr.addr("add", index=idx, address=str(m.address6), prefixlen=self.subnets6[key].prefixlen,

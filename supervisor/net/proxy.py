@@ -101,6 +101,7 @@ class TcpProxy:
             sock.close()
             raise PortInUse(f"{self.who}{self.host}:{self.port}/tcp: {e.strerror or e}") from None
         self.sock = sock
+        self.port = sock.getsockname()[1]  # port 0 (ephemeral): the one the kernel picked
 
     def close(self) -> None:
         """Close the listening socket of a proxy that is not serving (serve closes its own)."""
@@ -440,6 +441,7 @@ class UdpProxy:
         except OSError as e:
             self.sock.close()
             raise PortInUse(f"{self.who}{self.host}:{self.port}/udp: {e.strerror or e}") from None
+        self.port = self.sock.getsockname()[1]  # port 0 (ephemeral): the one the kernel picked
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if self.sock is None:
@@ -482,22 +484,38 @@ class UdpProxy:
             self.balancer.closed(addr)
 
 
-def proxies_for(service: Any, backends: Callable[..., list[str]]) -> list[TcpProxy | UdpProxy]:
-    """One proxy per published host port of the service. A fixed port is balanced over every
+def ephemeral_key(service: str, ports: Any, i: int) -> tuple[str, str, int, int]:
+    """What names the ephemeral host port of `ports[i]` (an entry without `published`) across live
+    edits, in place of a port number: the service, the target, and which of the service's identical
+    entries it is (not the entry's position, nor port 0); the protocol and host address are beside
+    it in StackNetwork's key."""
+    p = ports[i]
+    nth = sum(1 for q in ports[:i] if q.published is None and (q.host_ip, q.target, q.protocol)
+              == (p.host_ip, p.target, p.protocol))
+    return ("ephemeral", service, p.target, nth)
+
+
+def proxies_for(service: Any, backends: Callable[..., list[str]]) -> list[tuple[Any, TcpProxy | UdpProxy]]:
+    """(port key, proxy) per published host port of the service. A fixed port is balanced over every
     eligible replica (`backends()`); a host range gives each replica its own port, the first port
-    replica 1's, and so on (`backends(index)`), as Docker Compose does. `backends(index=None)`."""
-    out: list[TcpProxy | UdpProxy] = []
+    replica 1's, and so on (`backends(index)`), as Docker Compose does. An entry without a host port
+    gets one ephemeral port (bound on port 0: the kernel picks it) balanced like a fixed one, where
+    Docker gives each container its own; its key is `ephemeral_key`, so a live edit that keeps the
+    entry keeps the port. `backends(index=None)`."""
+    out: list[tuple[Any, TcpProxy | UdpProxy]] = []
     balancer = Balancer(backends, service.x.load_balance)
     for i, p in enumerate(service.ports):
-        if p.published is None:
-            continue  # an ephemeral host port per replica: not published by pysup yet
-        lo, hi = p.published
         cls = UdpProxy if p.protocol == "udp" else TcpProxy
         who = f"services.{service.name}.ports[{i}]: "
+        host = p.host_ip or "0.0.0.0"
+        if p.published is None:
+            out.append((ephemeral_key(service.name, service.ports, i), cls(host, 0, p.target, balancer, who=who)))
+            continue
+        lo, hi = p.published
         if lo == hi:
-            out.append(cls(p.host_ip or "0.0.0.0", lo, p.target, balancer, who=who))
+            out.append((lo, cls(host, lo, p.target, balancer, who=who)))
             continue
         for port in range(lo, hi + 1):
             own = Balancer(lambda index=port - lo + 1: backends(index))
-            out.append(cls(p.host_ip or "0.0.0.0", port, p.target, own, who=who))
+            out.append((port, cls(host, port, p.target, own, who=who)))
     return out

@@ -44,8 +44,9 @@ class StackNetwork:
         self.replicas: dict[str, Any] = {}  # container id → Replica (its state decides DNS answers)
         self.seen: dict[str, Any] = {}  # container id → Replica, every one started (network_mode: service:)
         self.dns: dict[str, Any] = {}  # network key → DnsServer, for the networks whose server runs
-        # published ports: (protocol, host, port) → proxy.TcpProxy / UdpProxy
-        self.proxies: dict[tuple[str, str, int], Any] = {}
+        # published ports: (protocol, host, port) → proxy.TcpProxy / UdpProxy; an ephemeral one's
+        # "port" is proxy.ephemeral_key (its service and entry), its proxy's .port the bound one
+        self.proxies: dict[tuple[str, str, Any], Any] = {}
         # id(server or proxy) → its serve task's scope, and an event set when that task has ended
         self._scopes: dict[int, tuple[trio.CancelScope, trio.Event]] = {}
 
@@ -117,7 +118,7 @@ class StackNetwork:
                 if key not in later:
                     await proxy.bind()
                     log.info("net.port_published", service=name, host=proxy.host, port=proxy.port,
-                             target=proxy.target, protocol=key[0])
+                             target=proxy.target, protocol=key[0], ephemeral=not isinstance(key[2], int))
                 new[key] = proxy
         except BaseException:
             for proxy in new.values():
@@ -127,16 +128,34 @@ class StackNetwork:
         gone = {k: p for k, p in self.proxies.items() if k not in wanted}
         return new, changed, gone
 
-    def _wanted(self, stack: Any) -> dict[tuple[str, str, int], tuple[str, Any]]:
-        """(protocol, host, port) → (service, a new proxy) for every published port of `stack`."""
+    def _wanted(self, stack: Any) -> dict[tuple[str, str, Any], tuple[str, Any]]:
+        """(protocol, host, port or ephemeral key) → (service, a new proxy) for every published
+        port of `stack`."""
         from .proxy import proxies_for
 
-        wanted: dict[tuple[str, str, int], tuple[str, Any]] = {}
+        wanted: dict[tuple[str, str, Any], tuple[str, Any]] = {}
         for name, svc in stack.services.items():
             if _attaches(svc) and svc.ports:
-                for proxy in proxies_for(svc, functools.partial(self.backends, name)):
-                    wanted[("udp" if hasattr(proxy, "sessions") else "tcp", proxy.host, proxy.port)] = (name, proxy)
+                for port, proxy in proxies_for(svc, functools.partial(self.backends, name)):
+                    wanted[("udp" if hasattr(proxy, "sessions") else "tcp", proxy.host, port)] = (name, proxy)
         return wanted
+
+    def host_port(self, service: Any, i: int) -> tuple[str, int] | None:
+        """The host address and port serving `service.ports[i]` now: for an entry without a host
+        port, the ephemeral one bound for it; None if nothing is bound for it."""
+        from .proxy import ephemeral_key
+
+        p = service.ports[i]
+        if p.published is None:
+            port: Any = ephemeral_key(service.name, service.ports, i)
+        elif p.published[0] == p.published[1]:
+            port = p.published[0]
+        else:
+            return None  # a host range: one port per replica
+        proxy = self.proxies.get((p.protocol, p.host_ip or "0.0.0.0", port))
+        if proxy is None or proxy.port == 0:
+            return None
+        return proxy.host, proxy.port
 
     def close_sockets(self) -> None:
         for server in list(self.dns.values()) + list(self.proxies.values()):
@@ -160,7 +179,7 @@ class StackNetwork:
         # a port that only moves to another host address (0.0.0.0:8080 → 127.0.0.1:8080) is bound
         # once its old listener is closed, after everything else has checked out
         keys = set(self._wanted(stack))
-        moving = {(k[0], k[2]) for k in self.proxies if k not in keys}
+        moving = {(k[0], k[2]) for k in self.proxies if k not in keys and isinstance(k[2], int)}
         later = {k for k in keys if k not in self.proxies and (k[0], k[2]) in moving}
         new, changed, gone = await self._bind_ports(stack, later)
         added = [k for k in wanted if k not in net.networks]

@@ -55,7 +55,7 @@ services:
     image: host  # Debian's static busybox wget crashes on every lookup; curl reads the generated /etc/hosts
     depends_on: [web]
     restart: "no"
-    command: ["/bin/sh", "-c", "for i in $$(seq 50); do curl -sf --noproxy '*' -m 1 http://web/ && exit 0; sleep 0.1; done; exit 1"]
+    command: ["/bin/sh", "-c", "echo mac $$(cat /sys/class/net/eth0/address); for i in $$(seq 50); do curl -sf --noproxy '*' -m 1 http://web/ && exit 0; sleep 0.1; done; exit 1"]
     networks: [front]
 networks:
   front: {}
@@ -67,6 +67,10 @@ def test_a_client_fetches_from_a_service_by_name(net_env):
     ev = u.wait_event("replica.exited", timeout=20, service="client")
     assert ev["exit_code"] == 0, u.stdout() + u.stderr()[-2000:]
     assert "client-1 | served-by-" in u.stdout()
+    # the MAC follows the address (02:42 and its 4 bytes, as Docker): a reused address keeps it
+    addr = u.wait_event("net.attached", service="client")["addresses"]["front"]
+    mac = "02:42:" + ":".join(f"{int(b):02x}" for b in addr.split("."))
+    assert f"client-1 | mac {mac}\n" in re.sub(r" +\| ", " | ", u.stdout())
     assert f"pysup-{net_env.project}" in pysup_tables()
     assert u.stop() == 0
 

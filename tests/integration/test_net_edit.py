@@ -112,3 +112,70 @@ def test_edits_add_and_remove_networks_and_ports(net_env):  # noqa: F811
 
     assert bridge_name(net_env.project, "back") not in net_env.links()
     assert u.stop() == 0
+
+
+def ephemeral_web(env: str = "one") -> str:
+    # `ports: ["80"]` but on loopback only (the tests publish nothing on the host's other addresses):
+    # the same entry without a host port, its host address given
+    return f"""
+services:
+  web:
+    x-pysup: {{rootfs: ROOTFS}}
+    init: true
+    stop_grace_period: 200ms
+    deploy: {{replicas: 2, update_config: {{monitor: 100ms}}}}
+    environment: {{EDIT: {env}}}
+    command: ["/bin/sh", "-c", "mkdir /www; awk '$$2 ~ /-web-[0-9]+(-r[0-9]+)?$$/ {{print $$2; exit}}' /etc/hosts > /www/index.html; exec httpd -f -p 80 -h /www"]
+    ports: ["127.0.0.1::80"]
+"""
+
+
+def test_an_ephemeral_port_is_shown_by_ps_balanced_kept_over_an_edit_and_closed_with_its_entry(net_env):  # noqa: F811
+    import json
+
+    from .test_control_commands import ok, pysup
+
+    u = net_env.up(ephemeral_web())
+    u.wait_event("watch.started", timeout=20)
+    logged = u.wait_event("net.port_published", service="web", ephemeral=True)
+    port = logged["port"]
+    assert logged["host"] == "127.0.0.1" and logged["target"] == 80 and logged["protocol"] == "tcp"
+    assert port not in (0, 80)
+    rows = json.loads(ok(pysup(net_env, "ps", "--format", "json")))
+    assert [r["ports"] for r in rows] == [[{"target": 80, "published": [port, port], "host_ip": "127.0.0.1",
+                                            "protocol": "tcp", "ephemeral": True}]] * 2
+    table = ok(pysup(net_env, "ps")).splitlines()
+    assert sum(f"127.0.0.1:{port}->80/tcp" in line for line in table) == 2, table
+
+    def replicas_seen(want: set[str]) -> set[str]:
+        seen: set[str] = set()
+        deadline = time.monotonic() + 10
+        while not want <= seen and time.monotonic() < deadline:
+            try:
+                seen.add(get(port))
+            except OSError:
+                time.sleep(0.05)  # httpd not listening yet
+        return seen
+
+    both = {f"{net_env.project}-web-1", f"{net_env.project}-web-2"}
+    assert replicas_seen(both) == both
+
+    # another environment: both replicas replaced, the port and its listener stay
+    save(net_env, ephemeral_web("two"))
+    done = reconciled(u, 1)
+    assert done["ok"] and done["results"] == ["replace web: ok"], done
+    assert u.count("net.port_published") == 1 and u.count("net.port_unpublished") == 0
+    rows = json.loads(ok(pysup(net_env, "ps", "--format", "json")))
+    assert {r["ports"][0]["published"][0] for r in rows} == {port}
+    both = {f"{net_env.project}-web-1-r1", f"{net_env.project}-web-2-r1"}  # the replacements
+    assert replicas_seen(both) == both
+
+    # the entry removed: the port is closed
+    save(net_env, ephemeral_web("two").replace('    ports: ["127.0.0.1::80"]\n', ""))
+    done = reconciled(u, 2)
+    assert done["ok"], done
+    u.wait_event("net.port_unpublished", port=port, host="127.0.0.1")
+    assert refused(port)
+    rows = json.loads(ok(pysup(net_env, "ps", "--format", "json")))
+    assert [r["ports"] for r in rows] == [[], []]
+    assert u.stop() == 0

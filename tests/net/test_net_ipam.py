@@ -94,7 +94,7 @@ def test_balancer_round_robin_and_least_connections():
     assert Balancer(lambda: []).candidates() == []
 
 
-def test_published_ports_fixed_balanced_range_one_per_replica():
+def test_published_ports_fixed_balanced_range_one_per_replica_ephemeral_balanced():
     import types
 
     from supervisor.config.model import Port
@@ -103,14 +103,23 @@ def test_published_ports_fixed_balanced_range_one_per_replica():
     svc = types.SimpleNamespace(name="web", x=types.SimpleNamespace(load_balance="round-robin"), ports=(
         Port(target=80, published=(8080, 8080), host_ip="127.0.0.1"),
         Port(target=53, published=(5300, 5301), protocol="udp"),
+        Port(target=9000), Port(target=9000, host_ip="127.0.0.1"), Port(target=9000, protocol="udp"),
         Port(target=9000)))
     addrs = {1: "10.0.0.2", 2: "10.0.0.3"}
-    ps = proxies_for(svc, lambda index=None: [addrs[index]] if index else list(addrs.values()))
-    assert [(type(p), p.host, p.port, p.target) for p in ps] == [
-        (TcpProxy, "127.0.0.1", 8080, 80), (UdpProxy, "0.0.0.0", 5300, 53), (UdpProxy, "0.0.0.0", 5301, 53)]
+    keyed = proxies_for(svc, lambda index=None: [addrs[index]] if index else list(addrs.values()))
+    ps = [p for _k, p in keyed]
+    assert [(k, type(p), p.host, p.port, p.target) for k, p in keyed] == [
+        (8080, TcpProxy, "127.0.0.1", 8080, 80), (5300, UdpProxy, "0.0.0.0", 5300, 53),
+        (5301, UdpProxy, "0.0.0.0", 5301, 53),
+        # no host port: port 0 (the kernel picks one), keyed by the service and entry, not by 0
+        (("ephemeral", "web", 9000, 0), TcpProxy, "0.0.0.0", 0, 9000),
+        (("ephemeral", "web", 9000, 0), TcpProxy, "127.0.0.1", 0, 9000),
+        (("ephemeral", "web", 9000, 0), UdpProxy, "0.0.0.0", 0, 9000),
+        (("ephemeral", "web", 9000, 1), TcpProxy, "0.0.0.0", 0, 9000)]
     assert ps[0].balancer.candidates() == ["10.0.0.2", "10.0.0.3"]
     assert ps[1].balancer.candidates() == ["10.0.0.2"] and ps[2].balancer.candidates() == ["10.0.0.3"]
-    assert ps[0].who == "services.web.ports[0]: "
+    assert ps[3].balancer.candidates() == ["10.0.0.3", "10.0.0.2"]  # every replica (in turn)
+    assert ps[0].who == "services.web.ports[0]: " and ps[6].who == "services.web.ports[5]: "
 
 
 def test_a_prepared_network_namespace_replaces_a_new_one():

@@ -73,3 +73,72 @@ def test_a_port_moved_to_another_host_address_is_rebound(tmp_path):
         sn.close_sockets()
 
     in_own_netns(lambda: trio.run(main))
+
+
+def stack_text(tmp_path, text: str):
+    f = tmp_path / "compose.yaml"
+    f.write_text("name: pysupedit\nservices:\n" + text)
+    return load([str(f)], environ={}).stack
+
+
+def test_an_ephemeral_port_is_kept_over_edits_that_keep_its_entry_and_closed_with_it(tmp_path):
+    """`ports: ["80"]`: one port the kernel picks (TCP and UDP), keyed by the service and entry, so
+    an edit of something else (another entry, the replicas) keeps the same listener; an edit that
+    drops the entry, or the service, closes it."""
+    web = "  web:\n    image: busybox\n    ports: {ports}\n    deploy: {{replicas: {n}}}\n"
+    api = "  api:\n    image: busybox\n    ports: [\"80\"]\n"
+    first = stack_text(tmp_path, web.format(ports='["80", "127.0.0.1::53/udp"]', n=1) + api)
+    kept = stack_text(tmp_path, web.format(ports='["127.0.0.1::53/udp", "8", "80"]', n=3) + api)
+    dropped = stack_text(tmp_path, web.format(ports='["8"]', n=3))
+
+    def udp_bound(port: int) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return True
+            return False
+
+    async def main() -> None:
+        sn = StackNetwork(first, BridgeNetworks("pysupedit", used_networks(first), str(tmp_path / "run")))
+        sn.network.subnets = {}  # no bridge needed: no replica runs, nothing is added
+        sn.network.networks = dict(used_networks(first))
+        await sn.bind()
+        async with trio.open_nursery() as n:
+            await n.start(sn.run)
+            assert set(sn.proxies) == {("tcp", "0.0.0.0", ("ephemeral", "web", 80, 0)),
+                                       ("udp", "127.0.0.1", ("ephemeral", "web", 53, 0)),
+                                       ("tcp", "0.0.0.0", ("ephemeral", "api", 80, 0))}
+            web80 = sn.host_port(first.services["web"], 0)
+            dns = sn.host_port(first.services["web"], 1)
+            api80 = sn.host_port(first.services["api"], 0)
+            assert web80[0] == "0.0.0.0" and dns[0] == "127.0.0.1" and web80[1] not in (0, 80)
+            assert len({web80[1], api80[1]}) == 2
+            assert listening("127.0.0.1", web80[1]) and listening("127.0.0.1", api80[1])
+            assert udp_bound(dns[1])
+            proxies = dict(sn.proxies)
+
+            await sn.apply(kept)  # entries reordered, one added, replicas changed: same ports
+            assert sn.host_port(kept.services["web"], 2) == web80
+            assert sn.host_port(kept.services["web"], 0) == dns
+            assert sn.host_port(kept.services["api"], 0) == api80
+            for key, proxy in proxies.items():
+                assert sn.proxies[key] is proxy  # the very listeners: not rebound
+            assert listening("127.0.0.1", web80[1])
+            eight = sn.host_port(kept.services["web"], 1)
+            assert eight is not None and eight[1] not in (web80[1], api80[1], 0)
+
+            ends = [sn._scopes[id(p)][1] for p in proxies.values()]
+            await sn.apply(dropped)  # web's 80 and 53/udp entries and api removed: closed
+            assert set(sn.proxies) == {("tcp", "0.0.0.0", ("ephemeral", "web", 8, 0))}
+            assert sn.host_port(dropped.services["web"], 0) == eight
+            with trio.fail_after(5):
+                for ended in ends:
+                    await ended.wait()  # a TCP port's relay thread closes its socket as it ends
+            assert not listening("127.0.0.1", web80[1]) and not listening("127.0.0.1", api80[1])
+            assert not udp_bound(dns[1])
+            assert listening("127.0.0.1", eight[1])
+            n.cancel_scope.cancel()
+        sn.close_sockets()
+
+    in_own_netns(lambda: trio.run(main))

@@ -547,6 +547,10 @@ def prepare_root(sc: Syscalls, rootfs: str, overlay: Overlay | None = None, host
         try:
             sc.mkdir(rootfs, 0o755)
             sc.mount("/", rootfs, None, S.MS_BIND | S.MS_REC, None)
+            # Private, every mount of it, before it is made read-only: the copies are slaves of the
+            # host's (the namespace is rslave), and a mount the host made later under a shared one
+            # (systemd makes / shared) would propagate in, writable.
+            sc.mount(None, rootfs, None, S.MS_PRIVATE | S.MS_REC, None)
             # Every mount of the host's tree read-only, in one call: a bind remount would only do the top one.
             sc.mount_setattr(rootfs, S.MOUNT_ATTR_RDONLY, recursive=True)
         except OSError as e:

@@ -104,7 +104,8 @@ def test_host_view_is_bound_recursively_and_made_read_only_before_anything_else(
                                          masked_paths=(), readonly_paths=()))
     sc = RecordingSyscalls()
     R.prepare_root(sc, plan.rootfs, plan.overlay, plan.host_view)
-    assert sc.calls[1:4] == [("mkdir", "/s/root", 0o755), ("mount", "/", "/s/root", None, R.S.MS_BIND | R.S.MS_REC, None),
+    assert sc.calls[1:5] == [("mkdir", "/s/root", 0o755), ("mount", "/", "/s/root", None, R.S.MS_BIND | R.S.MS_REC, None),
+                             ("mount", None, "/s/root", None, R.S.MS_PRIVATE | R.S.MS_REC, None),
                              ("mount_setattr", "/s/root", MOUNT_ATTR_RDONLY, 0, True)]
 
 
@@ -239,6 +240,43 @@ def test_a_live_edit_with_a_malformed_image_config_fails_that_start_only(tmp):
         effective_stack(stack, store, check=True)
     with pytest.raises(PysupError, match=r"^image app:1: its config's Cmd is not a list of strings \(5\)"):
         from_service(stack.services["s"], id="x", images=store)
+
+
+@needs_root
+def test_image_host_takes_no_host_mount_made_after_it_started(env, tmp):
+    """The view is a private copy: a mount the host makes later under a shared mount (systemd
+    makes / shared) does not propagate into it, where it would not even be read-only."""
+    shared = Path(tempfile.mkdtemp(prefix=".pysup-test-shared-", dir=REPO))  # not under /tmp: the view replaces it
+    sub = shared / "sub"
+    sub.mkdir()
+    mounted: list[Path] = []
+    try:
+        subprocess.run(["mount", "--bind", str(shared), str(shared)], check=True)
+        mounted.append(shared)
+        subprocess.run(["mount", "--make-shared", str(shared)], check=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "run", "--rm", "host", "--", "/bin/sh", "-c",
+             f"echo up; while [ ! -e {shared}/ready ]; do sleep 0.02; done; "
+             f"grep -q ' {sub} ' /proc/self/mountinfo && echo propagated || echo private; "
+             f"touch {sub}/x 2>/dev/null && echo wrote; true"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(REPO))
+        try:
+            assert proc.stdout.readline() == "up\n", proc.stderr.read()
+            subprocess.run(["mount", "-t", "tmpfs", "pysup-test-tmpfs", str(sub)], check=True)
+            mounted.append(sub)
+            (shared / "ready").touch()
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, err
+        assert out.splitlines() == ["private"], (out, err)
+        assert not (sub / "x").exists()
+    finally:
+        for m in reversed(mounted):
+            subprocess.run(["umount", str(m)], check=False)
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 @needs_root

@@ -203,6 +203,12 @@ class StackSupervisor:
             return
         await self.wait_until(finished)
         log.info("up.all_exited")
+        # A container that could not start fails `up`, as in compose (which stops at once; here
+        # the restart policy had its say first): exit status 1 unless --exit-code-from decides.
+        never = sorted(r.name for r in self.all_replicas() if r.exits and r.exits[-1].kind == "start-failed")
+        if never and self.exit_code == 0:
+            log.error("up.start_failed", replicas=never, detail="they could not start; exit status 1")
+            self.exit_code = 1
         self._stop.set()
 
     def new_replica(self, service: Any, index: int, generation: int = 0) -> Replica:

@@ -52,7 +52,9 @@ def test_start_failures_name_the_service_key_and_its_place(up_env):
     for service in ("norootfs", "baduser", "nocmd", "badmount", "badshort"):
         u.wait_event("replica.start_failed", timeout=20, service=service)
     errors = {e["service"]: e["error"] for e in u.events() if e.get("event") == "replica.start_failed"}
-    u.wait(20)  # every replica gave up: the run ends
+    assert u.wait(20) == 1  # every replica gave up: the run ends, failed (compose's `up` fails too)
+    ended = next(e for e in u.events() if e.get("event") == "up.start_failed")
+    assert ended["replicas"] == sorted(f"{s}-1" for s in ("norootfs", "baduser", "nocmd", "badmount", "badshort"))
     f = str(compose)
 
     def at(needle: str, after: str = "") -> str:

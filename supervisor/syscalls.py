@@ -21,7 +21,12 @@ import os
 import socket
 import stat as _stat
 from collections.abc import Callable, Iterator
-from typing import Protocol
+
+TYPE_CHECKING = False  # typing stays unimported: the zygote imports this module (~0.4 MB of its memory)
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object  # `Syscalls` below is a Protocol for the type checker only
 
 # --- flags -------------------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal
 from typing import Any, TypeVar
 
 import attrs
@@ -92,6 +91,8 @@ def _go_float(value: float) -> str:
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
+    from decimal import Decimal  # here: a float scalar is rare, and decimal is ~0.5 MB of a long-running pysup up
+
     dec = Decimal(repr(value))
     exp = dec.adjusted()
     if -4 <= exp < 21:

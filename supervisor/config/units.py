@@ -21,7 +21,6 @@ import json
 import math
 import re
 import signal
-from fractions import Fraction
 
 __all__ = [
     "UnitError",
@@ -66,6 +65,7 @@ _DURATION_UNITS = {
     "d": 86400 * _S,
     "w": 7 * 86400 * _S,
 }
+_SCALE = 10**30  # the fraction digits a duration keeps (see parse_duration_ns)
 # One `<number><unit>` component: digits with an optional fraction, then every non-digit up to the
 # next number. Taking the unit greedily like Go does makes "1x" report the unit "x" exactly.
 _COMPONENT = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)")
@@ -87,7 +87,7 @@ def parse_duration_ns(value: object) -> int:
         return 0
     if not rest:
         raise UnitError(f"invalid duration {_q(text)}")
-    total = Fraction(0)
+    total = 0  # in units of 10**-30 ns: exact for the fraction digits kept below, without Fraction
     pos = 0
     while pos < len(rest):
         m = _COMPONENT.match(rest, pos)
@@ -104,14 +104,12 @@ def parse_duration_ns(value: object) -> int:
         if len(whole.lstrip("0")) > 19:  # more than int64 nanoseconds whatever the unit
             raise UnitError(f"invalid duration {_q(text)}: out of range")
         frac = (frac or "")[:30]  # digits past this cannot move the result by a nanosecond
-        number = Fraction(int(whole or "0"))
-        if frac:
-            number += Fraction(int(frac), 10 ** len(frac))
+        number = int(whole or "0") * _SCALE + (int(frac) * 10 ** (30 - len(frac)) if frac else 0)
         total += number * _DURATION_UNITS[unit]
-        if total > _INT64_MAX:
+        if total > _INT64_MAX * _SCALE:
             raise UnitError(f"invalid duration {_q(text)}: out of range")
         pos = m.end()
-    return int(total)  # Go truncates sub-nanosecond fractions
+    return total // _SCALE  # Go truncates sub-nanosecond fractions
 
 
 def _q_num(value: int | float) -> str:

@@ -17,19 +17,23 @@ arguments, defaults, converters, validators), immutability, equality, hashing, `
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
-from typing import Any, NamedTuple
+
+TYPE_CHECKING = False  # typing stays unimported: the zygote imports this module (~0.4 MB of its memory)
+if TYPE_CHECKING:
+    from typing import Any
 
 _NOTHING = object()
 
 
-class Field(NamedTuple):
-    name: str
-    default: Any = _NOTHING
-    converter: Callable[[Any], Any] | None = None
-    validator: Callable[[Any, Any, Any], None] | None = None  # attrs' signature: (instance, attribute, value)
-    # attrs.evolve reads these two
-    init: bool = True
+class Field(collections.namedtuple("Field", "name default converter validator init",
+                                   defaults=(_NOTHING, None, None, True))):
+    """name: str; default: Any; converter: Callable[[Any], Any] | None; validator:
+    Callable[[Any, Any, Any], None] | None (attrs' signature: instance, attribute, value); init:
+    bool (attrs.evolve reads it and `alias`). A plain namedtuple: typing stays unimported."""
+
+    __slots__ = ()
 
     @property
     def alias(self) -> str:

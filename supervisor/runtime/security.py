@@ -25,12 +25,15 @@ import functools
 import json
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from .record import record
 
 from .. import syscalls as S
 from ..syscalls import Syscalls
+
+TYPE_CHECKING = False  # typing stays unimported: the zygote imports this module (~0.4 MB of its memory)
+if TYPE_CHECKING:
+    from typing import Any
 
 # Index = capability number (linux/capability.h, kernel 5.9+).
 CAPABILITIES: tuple[str, ...] = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -430,8 +431,62 @@ def test_a_200_service_file_validates_clean() -> None:
 
 @pytest.mark.parametrize("text, expected", CASES)
 def test_the_fast_validator_agrees_that_invalid_inputs_are_invalid(text: str, expected: list[str]) -> None:
-    # validate() trusts jsonschema-rs for "valid"; a file it passes would never get its messages.
+    # validate() trusts the fast check for "valid"; a file it passes would never get its messages.
     fast = schema._fast_validator(schema.COMPOSE_SCHEMA)
-    assert fast is not None
-    if expected:
-        assert not fast.is_valid(tree(text))
+    assert fast(tree(text)) == (not expected)
+
+
+def _nodes(value, path=()):
+    yield path, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _nodes(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _nodes(v, path + (i,))
+
+
+_ODD_VALUES = [None, True, False, 0, 1, -1, 1.5, 2.0, "", "x", "1", "yes", "always", "on-failure", "host", "10s",
+               [], ["a"], ["a", "a"], [1, 1.0], [True, 1], {}, {"a": 1}, {"x-a": 1}, {"image": "x"}]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_fast_check_answers_as_jsonschema_does_on_mutated_files(seed: int) -> None:
+    # The fast check must never pass what jsonschema rejects (its messages would be lost), and should
+    # pass what jsonschema passes (or every load would take the slow path). Every node of real files
+    # replaced by odd values, keys added and removed: the answers must be the same.
+    import copy
+    import glob
+    import random
+
+    rnd = random.Random(seed)
+    fast = schema._fast_validator(schema.COMPOSE_SCHEMA)
+    slow = schema.validator(schema.COMPOSE_SCHEMA)
+    examples = Path(__file__).resolve().parents[2] / "examples" / "compose"
+    files = sorted(glob.glob(f"{examples}/**/*.yaml", recursive=True)) + ["big"]
+    checked = valid = 0
+    for name in files:
+        text = big_compose(3) if name == "big" else Path(name).read_text(encoding="utf-8")
+        original = parse_yaml(text, name)
+        paths = [p for p, _ in _nodes(original) if p]
+        for _ in range(60):
+            t = copy.deepcopy(original)
+            path = rnd.choice(paths)
+            parent = t
+            for key in path[:-1]:
+                parent = parent[key]
+            roll = rnd.random()
+            if roll < 0.6:
+                parent[path[-1]] = copy.deepcopy(rnd.choice(_ODD_VALUES))
+            elif roll < 0.8 and isinstance(parent, dict):
+                parent[rnd.choice(["foo", "x-foo", "image", "1abc", "a b"])] = copy.deepcopy(rnd.choice(_ODD_VALUES))
+            elif roll < 0.8:
+                parent.append(copy.deepcopy(parent[0]))
+            elif roll < 0.9 and isinstance(parent, dict):  # renamed: names have patterns
+                parent[rnd.choice(["a b", "-", "é", "x-y", "web.1"])] = parent.pop(path[-1])
+            elif isinstance(parent, dict):
+                del parent[path[-1]]
+            expected = slow.is_valid(t)
+            assert fast(t) == expected, (name, path)
+            checked, valid = checked + 1, valid + expected
+    assert checked > 500 and 0.2 < valid / checked < 0.8  # both answers were exercised

@@ -17,9 +17,12 @@ import errno
 import os
 import shutil
 from collections.abc import Mapping
-from typing import Any
 
 from .. import paths
+
+TYPE_CHECKING = False  # typing costs ~1.5 ms of `pysup run`'s start; `Any` is for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 ANONYMOUS = ".anonymous"  # a name no named volume can have (they start with a letter or digit)
 

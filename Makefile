@@ -24,19 +24,11 @@ system:
 test-system:
 	@bash scripts/install-system.sh --test
 
-# The editable install is "strict": site-packages gets a plain path to a tree of links to the
-# modules, not setuptools' import hook, which costs ~7 ms at every interpreter start (`pysup run`
-# starts one per container). A module added or removed needs a new tree: the list of modules is
-# a prerequisite, rewritten only when it changes.
-MODULES := $(VENV)/.modules
-$(shell mkdir -p $(VENV) && find supervisor -name '*.py' | sort > $(MODULES).new && \
-        (cmp -s $(MODULES).new $(MODULES) && rm $(MODULES).new || mv $(MODULES).new $(MODULES)))
-
-$(STAMP): pyproject.toml $(MODULES)
+$(STAMP): pyproject.toml
 	test -x $(PY) || $(SYSPY) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=strict
+	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) build
+	rm -rf $(VENV)

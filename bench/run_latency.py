@@ -8,7 +8,9 @@ Rows (each a median over --runs, after 2 warm-up runs; p90 beside it):
   Read-only root like the OCI bundles (`--layer`: also with the default writable overlay layer).
 - pysup one-shot: a fresh interpreter that runs one container with `run_oneshot` (no trio, no
   zygote: what `pysup run --rm` is built on), the real `pysup run --rm` command line (with the
-  limits, then without), and the same through trio + a zygote (`run_one`).
+  limits, then without) as a regular install runs it (a venv of its own with a plain path to
+  this checkout) and as the development venv runs it (its editable install adds setuptools'
+  import hook, ~4-7 ms per start), and the same through trio + a zygote (`run_one`).
 - bare fork+exec of the rootfs's busybox `true`, and `unshare -fmuipn chroot` (floors).
 - bubblewrap (`--unshare-all`, no cgroups), crun, runc (OCI bundle, 64 MiB memory, 64 pids,
   read-only root), `podman run --rootfs` (same limits) when installed (bench/install-peers.sh).
@@ -27,6 +29,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sysconfig
 import sys
 import tempfile
 import time
@@ -44,6 +47,25 @@ V1 = "/sys/fs/cgroup"
 def median_p90(xs: list[float]) -> tuple[float, float]:
     s = sorted(xs)
     return statistics.median(s), s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
+
+
+def installed_pysup(work: str) -> str:
+    """A `pysup` entry point as `pip install .` (not editable) leaves it: a venv of its own whose
+    site-packages holds a plain path to this checkout (where the installed package would sit)
+    and to the development venv's packages (no .pth of theirs runs: no editable import hook)."""
+    venv = os.path.join(work, "installed-venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    purelib = sysconfig.get_paths()["purelib"]
+    site = subprocess.run([os.path.join(venv, "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    with open(os.path.join(site, "pysup.pth"), "w") as f:
+        f.write(f"{REPO}\n{purelib}\n")
+    script = os.path.join(venv, "bin/pysup")
+    with open(script, "w") as f:  # what pip writes for the console script
+        f.write(f"#!{os.path.join(venv, 'bin/python')}\nimport sys\nfrom supervisor.cli import main\n"
+                "if __name__ == '__main__':\n    sys.exit(main())\n")
+    os.chmod(script, 0o755)
+    return script
 
 
 def time_cmd(argv: list[str], runs: int, env: dict | None = None) -> list[float]:
@@ -294,15 +316,23 @@ def main() -> int:
             # The real command line, as a person types it (PYSUP_*_DIR in the benchmark's work dir).
             cli_env = dict(env, PYSUP_STATE_DIR=os.path.join(work, "pysup-state"),
                            PYSUP_RUNTIME_DIR=os.path.join(work, "pysup-run"))
-            # the `pysup` entry point beside this interpreter, as installed (`python -m` adds runpy, ~2.5 ms)
-            script = os.path.join(os.path.dirname(sys.executable), "pysup")
-            launcher = [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "supervisor"]
-            cli = [*launcher, "run", "--rm", "--read-only", "--rootfs", rootfs]
+            # The `pysup` entry point as a regular install has it (`python -m` adds runpy, ~2.5 ms);
+            # and the development venv's, whose editable install adds setuptools' import hook
+            # (~7 ms at every interpreter start: a finder that imports pathlib and more).
+            installed = installed_pysup(work)
+            dev = os.path.join(os.path.dirname(sys.executable), "pysup")
             limits_args = ["--memory", "64m", "--pids-limit", "64"] if cgroups else []
-            rows.append(("pysup run --rm (CLI)", time_cmd([*cli, *limits_args, "--", "/bin/true"], args.runs, cli_env),
-                         limits + f"; `{os.path.basename(launcher[-1])} run`, cgroup by supervisor.cgroups"))
-            rows.append(("pysup run --rm (CLI), no limits", time_cmd([*cli, "--", "/bin/true"], args.runs, cli_env),
-                         "no cgroup: the cgroup driver is not imported"))
+            for label, script in (("", installed), (", dev venv", dev)):
+                if not os.access(script, os.X_OK):
+                    continue
+                cli = [script, "run", "--rm", "--read-only", "--rootfs", rootfs]
+                how = "a regular install's `pysup run`" if not label else "the editable install's `pysup run`"
+                rows.append((f"pysup run --rm (CLI{label})", time_cmd([*cli, *limits_args, "--", "/bin/true"],
+                                                                       args.runs, cli_env),
+                             limits + f"; {how}, cgroup by supervisor.cgroups"))
+                rows.append((f"pysup run --rm (CLI{label}), no limits", time_cmd([*cli, "--", "/bin/true"], args.runs,
+                                                                                   cli_env),
+                             "no cgroup: the cgroup driver is not imported"))
             extra = ["--no-cgroups"] if not cgroups else []
             me = [sys.executable, os.path.abspath(__file__), "--oneshot", rootfs, *extra, "--trio"]
             rows.append(("pysup one-shot via trio + zygote (run_one)", time_cmd(me, args.runs, env),

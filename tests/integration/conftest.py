@@ -4,6 +4,7 @@ test `up_env` checks that nothing of the project remains: process, cgroup, mount
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -231,9 +232,11 @@ class UpEnv:
             time.sleep(0.1)
 
 
-@pytest.fixture
-def up_env(tmp_path, rootfs):
-    e = UpEnv(tmp_path, rootfs)
+@contextlib.contextmanager
+def running_env(workdir: Path, rootfs: str):
+    """An UpEnv in `workdir`; afterwards every `pysup up` of it is stopped (SIGINT, then SIGKILL
+    after 15 s) and nothing of its project may remain."""
+    e = UpEnv(workdir, rootfs)
     try:
         yield e
     finally:
@@ -246,3 +249,22 @@ def up_env(tmp_path, rootfs):
                     u.proc.kill()
                     u.proc.wait()
     e.assert_clean()
+
+
+@pytest.fixture
+def up_env(tmp_path, rootfs):
+    with running_env(tmp_path, rootfs) as e:
+        yield e
+
+
+@pytest.fixture
+def userns_env(rootfs):
+    """up_env for user namespaces: a directory 0755 all the way (not pytest's 0700 tmp_path), so
+    a user namespace's root reaches its own state directory through it."""
+    d = Path(tempfile.mkdtemp(prefix="pysup-test-userns-"))
+    os.chmod(d, 0o755)
+    try:
+        with running_env(d, rootfs) as e:
+            yield e
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

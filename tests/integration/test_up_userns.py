@@ -7,15 +7,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import signal
-import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
-
-from .conftest import UpEnv
 
 pytestmark = pytest.mark.root
 
@@ -33,29 +26,6 @@ services:
     stop_grace_period: 300ms
     command: ["/bin/sh", "-c", "echo map $$(cat /proc/self/uid_map); mkdir /sys/x 2>/dev/null && echo sys rw || echo sys $$(ls /sys | wc -l) ro; echo done; exec sleep 60"]
 """
-
-
-@pytest.fixture
-def userns_env(rootfs):
-    # 0755 all the way: a user namespace's root reaches its own state directory through here
-    d = Path(tempfile.mkdtemp(prefix="pysup-test-userns-"))
-    os.chmod(d, 0o755)
-    e = UpEnv(d, rootfs)
-    try:
-        yield e
-    finally:
-        for u in e.ups:
-            if u.proc.poll() is None:
-                u.proc.send_signal(signal.SIGINT)
-                try:
-                    u.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    u.proc.kill()
-                    u.proc.wait()
-        try:
-            e.assert_clean()
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
 
 
 def _maps(out: str) -> dict[str, tuple[int, int, int]]:

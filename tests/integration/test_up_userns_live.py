@@ -6,16 +6,9 @@ range (`supervisor/runtime/userns.py`, `app.spec_builder`)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from .conftest import UpEnv
 from .test_reconcile_scale import reconciled, save, until
 
 pytestmark = pytest.mark.root
@@ -29,28 +22,6 @@ services:
     environment: {{GEN: "{gen}"}}
     deploy: {{replicas: {n}, update_config: {{order: start-first, parallelism: 1}}}}
 """
-
-
-@pytest.fixture
-def userns_env(rootfs):
-    d = Path(tempfile.mkdtemp(prefix="pysup-test-userns-live-"))
-    os.chmod(d, 0o755)
-    e = UpEnv(d, rootfs)
-    try:
-        yield e
-    finally:
-        for u in e.ups:
-            if u.proc.poll() is None:
-                u.proc.send_signal(signal.SIGINT)
-                try:
-                    u.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    u.proc.kill()
-                    u.proc.wait()
-        try:
-            e.assert_clean()
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
 
 
 def record(env):

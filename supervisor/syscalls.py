@@ -313,16 +313,7 @@ def clone_fork(flags: int) -> int:
     nr = _CLONE_NR.get(os.uname().machine)
     if nr is None:
         raise SyscallError(_errno.ENOSYS, "clone")
-    _pyapi.PyOS_BeforeFork()
-    pid = _pyapi.syscall(nr, flags | 17, None, None, None, 0)  # 17: SIGCHLD to the parent on exit
-    if pid == 0:
-        _pyapi.PyOS_AfterFork_Child()
-        return 0
-    err = ctypes.get_errno()
-    _pyapi.PyOS_AfterFork_Parent()
-    if pid < 0:
-        raise SyscallError(err, "clone")
-    return pid
+    return _forking_syscall("clone", nr, flags | 17, None, None, None, 0)  # 17: SIGCHLD to the parent on exit
 
 
 _CLONE3_NR = 435  # the same on every architecture (the generic syscall table)
@@ -342,15 +333,22 @@ def clone_into_cgroup(flags: int, cgroup_fd: int) -> int:
     # clone3 refuses an exit signal with CLONE_PARENT: the child then takes its parent's (SIGCHLD)
     args = _CloneArgs(flags=flags | CLONE_INTO_CGROUP, exit_signal=0 if flags & CLONE_PARENT else 17,
                       cgroup=cgroup_fd)
+    return _forking_syscall("clone3", _CLONE3_NR, ctypes.addressof(args), ctypes.c_void_p(ctypes.sizeof(args)),
+                            None, None, 0)
+
+
+def _forking_syscall(name: str, *args: object) -> int:
+    """A clone-like syscall wrapped as os.fork wraps fork(): the interpreter's before/after-fork
+    hooks run on each side. 0 in the child, the pid in the parent; SyscallError on failure."""
     _pyapi.PyOS_BeforeFork()
-    pid = _pyapi.syscall(_CLONE3_NR, ctypes.addressof(args), ctypes.c_void_p(ctypes.sizeof(args)), None, None, 0)
+    pid = _pyapi.syscall(*args)
     if pid == 0:
         _pyapi.PyOS_AfterFork_Child()
         return 0
     err = ctypes.get_errno()
     _pyapi.PyOS_AfterFork_Parent()
     if pid < 0:
-        raise SyscallError(err, "clone3")
+        raise SyscallError(err, name)
     return pid
 
 

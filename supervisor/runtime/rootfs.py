@@ -97,6 +97,11 @@ class Mount:
     remount: int = 0
 
 
+    @property
+    def stage(self) -> str:  # the failed stage's name (StageError)
+        return f"mount {self.target}"
+
+
 @record
 class Mknod:
     path: str  # in the container
@@ -105,10 +110,20 @@ class Mknod:
     mode: int = 0o666
 
 
+    @property
+    def stage(self) -> str:  # the failed stage's name (StageError)
+        return f"mknod {self.path}"
+
+
 @record
 class Symlink:
     target: str
     path: str
+
+
+    @property
+    def stage(self) -> str:  # the failed stage's name (StageError)
+        return f"symlink {self.path}"
 
 
 @record
@@ -120,12 +135,22 @@ class HostTmpfs:
     path: str
 
 
+    @property
+    def stage(self) -> str:  # the failed stage's name (StageError)
+        return f"mount tmpfs {self.path}"
+
+
 @record
 class WriteHostFile:
     """A generated file written on the host side (the container's state directory)."""
 
     path: str
     content: str
+
+
+    @property
+    def stage(self) -> str:  # the failed stage's name (StageError)
+        return f"write {self.path}"
 
 
 @record
@@ -136,9 +161,19 @@ class Sysctl:
     value: str
 
 
+    @property
+    def stage(self) -> str:  # the failed stage's name (StageError)
+        return f"sysctl {self.key}"
+
+
 @record
 class MaskPath:
     path: str
+
+
+    @property
+    def stage(self) -> str:  # the failed stage's name (StageError)
+        return f"mask {self.path}"
 
 
 @record
@@ -146,9 +181,14 @@ class ReadonlyPath:
     path: str
 
 
+    @property
+    def stage(self) -> str:  # the failed stage's name (StageError)
+        return f"readonly {self.path}"
+
+
 @record
 class ReadonlyRoot:
-    pass
+    stage = "readonly root"
 
 
 Step = Mount | Mknod | Symlink | HostTmpfs | WriteHostFile | Sysctl | MaskPath | ReadonlyPath | ReadonlyRoot
@@ -494,27 +534,6 @@ def check_dev_null(path: str) -> None:
         raise SyscallError(errno.EPERM, "mask (not a 1:3 char device)", path)
 
 
-def stage_of(step: Step) -> str:
-    """A short name of a step, used as the failed stage: `mount /proc`, `mknod /dev/null`."""
-    if isinstance(step, Mount):
-        return f"mount {step.target}"
-    if isinstance(step, Mknod):
-        return f"mknod {step.path}"
-    if isinstance(step, Symlink):
-        return f"symlink {step.path}"
-    if isinstance(step, WriteHostFile):
-        return f"write {step.path}"
-    if isinstance(step, HostTmpfs):
-        return f"mount tmpfs {step.path}"
-    if isinstance(step, Sysctl):
-        return f"sysctl {step.key}"
-    if isinstance(step, MaskPath):
-        return f"mask {step.path}"
-    if isinstance(step, ReadonlyPath):
-        return f"readonly {step.path}"
-    return "readonly root"
-
-
 class StageError(Exception):
     """A set-up step failed: `stage` says which (`mount /proc`), `cause` the OSError."""
 
@@ -586,11 +605,11 @@ def apply(plan: RootfsPlan, sc: Syscalls, *, exists: Callable[[str], bool] = os.
         try:
             before.run(step)
         except OSError as e:
-            raise StageError(stage_of(step), e) from e
+            raise StageError(step.stage, e) from e
     pivot(sc, plan.rootfs)
     after = _Applier(sc, "/", exists=exists, isdir=isdir)
     for step in plan.after_pivot:
         try:
             after.run(step)
         except OSError as e:
-            raise StageError(stage_of(step), e) from e
+            raise StageError(step.stage, e) from e

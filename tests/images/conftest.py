@@ -164,15 +164,7 @@ def _need_registry() -> None:
 def registry():
     """An anonymous registry on a free loopback port, for the whole session."""
     _need_registry()
-    root = Path(tempfile.mkdtemp(prefix="pysup-test-registry-"))
-    reg = None
-    try:
-        reg = Registry(root)
-        yield reg
-    finally:
-        if reg is not None:
-            reg.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    yield from _serve_registry("pysup-test-registry-")
 
 
 @pytest.fixture(scope="session")
@@ -181,10 +173,15 @@ def auth_registry():
     _need_registry()
     if HTPASSWD_BIN is None:
         pytest.skip("needs htpasswd (apache2-utils)")
-    root = Path(tempfile.mkdtemp(prefix="pysup-test-registry-auth-"))
+    yield from _serve_registry("pysup-test-registry-auth-", htpasswd=("pysup", "s3cret-pw"))
+
+
+def _serve_registry(prefix: str, **kw):
+    """A Registry in a fresh temporary directory, yielded; stopped and removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     reg = None
     try:
-        reg = Registry(root, htpasswd=("pysup", "s3cret-pw"))
+        reg = Registry(root, **kw)
         yield reg
     finally:
         if reg is not None:

@@ -77,7 +77,9 @@ class Replica:
         self.kept = ContainerLog(os.path.join(log_dir, f"{project}-{service.name}-{index}.log")) if log_dir else None
         self.notify = notify
         self.on_exit = on_exit
-        self.removed_hooks: list[Callable[[], None]] = []  # run once when the replica is gone for good
+        # Run once when the replica is gone for good and none of its processes is left (its
+        # cgroup removed): they give back what the container used (user namespace ids, ...).
+        self.removed_hooks: list[Callable[[], None]] = []
         self.status = ReplicaStatus(service.name, index, self.container_id)
         self.tracker = RestartTracker(service.restart, backoff or Backoff(),
                                       restart_on_unhealthy=service.x.restart_on_unhealthy)
@@ -140,14 +142,26 @@ class Replica:
             finally:
                 with trio.CancelScope(shield=True):
                     self.cgroups.unwatch(watch)
+                    emptied = False
                     try:
                         with trio.move_on_after(15):
                             await self.cgroups.remove(self.cgroup)
+                            emptied = True
+                        if not emptied:
+                            log.error("replica.cgroup_not_removed", cgroup=self.cgroup,
+                                      error="its processes did not end within 15 s")
                     except PysupError as exc:
                         log.error("replica.cgroup_not_removed", cgroup=self.cgroup, error=str(exc))
                     if self.kept is not None:
                         self.kept.close()
                     hooks, self.removed_hooks = self.removed_hooks, []
+                    if not emptied and hooks:
+                        # A process of the container may still run (stuck in the kernel): what it
+                        # uses stays taken (a user namespace's host ids given to another container
+                        # would let it reach this one's files). The project's clean-up at exit, or
+                        # the next `pysup up`'s leftover sweep, removes the cgroup.
+                        log.warning("replica.resources_kept", cgroup=self.cgroup, count=len(hooks))
+                        hooks = []
                     for hook in hooks:
                         try:
                             hook()

@@ -326,3 +326,39 @@ async def test_replica_run_is_started_once_its_container_runs_or_its_first_start
         assert not bad.done.is_set()
         slow.request_stop()
         bad.request_stop()
+
+
+@pytest.mark.parametrize("failure", ["timeout", "error"])
+async def test_what_a_container_used_is_kept_while_its_cgroup_is_not_gone(tmp_path, autojump_clock, failure):
+    """A cgroup that cannot be removed may still hold a process of the container (stuck in the
+    kernel): its removed hooks (which give back its user namespace's host ids) do not run."""
+    from supervisor.errors import CgroupError
+
+    st = stack(tmp_path, """
+    services:
+      ok: {command: [x]}
+      stuck: {command: [x]}
+    """)
+    rt = FakeRuntime({"ok": forever(), "stuck": forever()})
+    cg = FakeCgroups(rt)
+    real_remove = cg.remove
+
+    async def remove(path):
+        await real_remove(path)
+        if "stuck" in path:
+            if failure == "timeout":
+                await trio.sleep_forever()  # never empties: the replica gives up after 15 s
+            raise CgroupError("rmdir: busy", path=path, operation="remove")
+
+    cg.remove = remove
+    released = []
+
+    def spec(replica):
+        if not replica.removed_hooks:
+            replica.removed_hooks.append(lambda: released.append(replica.service.name))
+        return make_spec(replica)
+
+    sup = StackSupervisor(st, runtime=rt, cgroups=cg, make_spec=spec)
+    await run_for(sup, 5)
+    assert released == ["ok"]
+    assert all(r.removed_hooks == [] for r in sup.all_replicas())  # dropped, never run later

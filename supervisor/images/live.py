@@ -5,7 +5,8 @@ is handed over at once without those services: an added one is left out, a chang
 running definition (and so does a service depending on an added one that waits). So the rest of the edit is applied, and the running stack keeps running,
 while the pulls run. Each pull that ends hands the newest stack over again; a failed pull is
 logged (`image.pull_failed`) and printed, naming the image and the services, and those services
-keep their old state until the next edit (which tries again).
+keep their old state until the next edit (which tries again). A pull that a later edit no longer
+needs (its services removed, or given another image) is called off (`image.pull_cancelled`).
 
     gate = LiveImages(sup, environ=...)
     await nursery.start(gate.run)
@@ -44,7 +45,7 @@ class LiveImages:
         self._client = client  # tests: a RegistryClient factory (settings -> async context manager)
         self.applied = sup.stack  # the stack last handed to the supervisor
         self.newest: Any = None  # the newest stack submitted
-        self._pulling: set[str] = set()
+        self._pulling: dict[str, trio.CancelScope] = {}  # image -> its pull's scope
         self._fresh: set[str] = set()  # pulled since the newest edit (pull_policy: always pulls once)
         self._failed: dict[str, str] = {}  # image -> error, until the next edit
         self._nursery: trio.Nursery | None = None
@@ -70,6 +71,10 @@ class LiveImages:
         self.newest = stack
         self._failed.clear()
         self._fresh.clear()
+        wanted = {_pulled_image(s) for s in stack.services.values()}
+        for image, scope in self._pulling.items():
+            if image not in wanted:  # nothing in the edit uses it any more: stop downloading
+                scope.cancel()
         self._apply(edit=True)
 
     def _needs_pull(self, name: str, service: Any) -> str | None:
@@ -131,23 +136,26 @@ class LiveImages:
 
     def _start_pull(self, image: str, stack: Any) -> None:
         assert self._nursery is not None, "LiveImages.run is not running"
-        self._pulling.add(image)
+        self._pulling[image] = trio.CancelScope()
         self._nursery.start_soon(self._pull, image, stack.x.registries)
 
     async def _pull(self, image: str, registries: Any) -> None:
         services = lambda: sorted(n for n, s in self.newest.services.items() if s.image == image)  # noqa: E731
         log.info("image.pulling", image=image, services=services())
         try:
-            if self._client is not None:
-                client = self._client(registries)
-            else:
-                from .registry import RegistryClient, load_settings
+            with self._pulling[image] as scope:
+                if self._client is not None:
+                    client = self._client(registries)
+                else:
+                    from .registry import RegistryClient, load_settings
 
-                client = RegistryClient(load_settings(registries))
-            async with client:
-                pulled = await client.pull(image, self.store)
-            self._fresh.add(image)
-            log.info("image.pulled", image=image, digest=pulled.digest)
+                    client = RegistryClient(load_settings(registries))
+                async with client:
+                    pulled = await client.pull(image, self.store)
+                self._fresh.add(image)
+                log.info("image.pulled", image=image, digest=pulled.digest)
+            if scope.cancelled_caught:  # the store keeps nothing half-written of it
+                log.info("image.pull_cancelled", image=image, reason="no service of the spec uses it any more")
         except (PysupError, OSError) as exc:
             names = services()
             self._failed[image] = str(exc)
@@ -156,7 +164,7 @@ class LiveImages:
             print(f"pysup: cannot pull image {image} for service{'s' if len(names) > 1 else ''} "
                   f"{', '.join(names) or '?'}: {why}; keeping the running state", file=sys.stderr, flush=True)
         finally:
-            self._pulling.discard(image)
+            self._pulling.pop(image, None)
             self.pulls += 1
             self._pull_ended.set()
             self._pull_ended = trio.Event()

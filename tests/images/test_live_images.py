@@ -130,3 +130,33 @@ async def test_an_edit_is_applied_at_once_less_the_services_waiting_for_a_pull(t
         await gate.wait_pulls(6)
         assert sup.submitted[-1].services["f"].pull_policy == "always"
         n.cancel_scope.cancel()
+
+
+async def test_a_pull_no_edit_needs_any_more_is_called_off(tmp_path):
+    from supervisor.images.store import ImageStore
+
+    sup = Sup(stack(a="a:1"))
+    client = Client()
+    store = ImageStore(str(tmp_path / "store"))
+    have(store, "a:1")
+    gate = LiveImages(sup, store=store, client=client)
+    async with trio.open_nursery() as n:
+        await n.start(gate.run)
+        gate.submit(stack(a="a:1", c="c:1", d="d:1"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(client.pulled) == ["c:1", "d:1"] and sup.pending
+        gate.submit(stack(a="a:1", d="d:1"))  # c removed while its image downloads
+        await gate.wait_pulls(1)  # c:1's pull ended: called off, not released
+        assert store.find("c:1") is None and set(sup.submitted[-1].services) == {"a"}
+        assert sup.pending  # d:1 is still on its way
+        client.release.setdefault("d:1", trio.Event()).set()
+        await gate.wait_pulls(2)
+        assert set(sup.submitted[-1].services) == {"a", "d"} and not sup.pending
+        # called off, then wanted again: pulled anew
+        gate.submit(stack(a="a:1", d="d:1", c="c:1"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.pulled.count("c:1") == 2
+        client.release["c:1"].set()
+        await gate.wait_pulls(3)
+        assert set(sup.submitted[-1].services) == {"a", "c", "d"}
+        n.cancel_scope.cancel()

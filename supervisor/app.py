@@ -43,9 +43,6 @@ class UpOptions:
     reload: Any = None
     watch_files: tuple[str, ...] = ()
     metrics: str | None = None  # ADDR:PORT of a Prometheus endpoint (supervisor/control/metrics.py)
-    # `config.load.Loaded.locate` of the loaded spec: a container that does not start names the
-    # file:line:col of the key behind the failure (`located_start_error`). None: key path only.
-    locate: Any = None
 
 
 def secret_mounts(stack: Stack, service: Any, secrets_dir: str, files: ProjectFiles | None = None) -> tuple:
@@ -103,12 +100,13 @@ def start_error_path(service: Any, exc: Any) -> tuple | None:
 class LocatedRuntime:
     """The runtime, with a container's start failure naming its service's spec key and where it
     is (file:line:col), like a spec error: `compose.yaml:7:11: services.web.user: user: unable to
-    find user bob ...`. Everything else is the runtime's."""
+    find user bob ...`. Everything else is the runtime's. The place is looked up in the files as
+    the stack the container was made from read them (`Stack.locate`): an edit that loaded but was
+    not applied does not move the lines of the running stack's errors."""
 
-    def __init__(self, runtime: Any, services: dict[str, Any], locate: Any):
+    def __init__(self, runtime: Any, started_from: dict[str, Any]):
         self._runtime = runtime
-        self._services = services  # container id -> the Service it was started from (spec_builder)
-        self.locate = locate  # Loaded.locate of the current spec, or None
+        self._started_from = started_from  # container id -> (Service, Stack.locate) (spec_builder)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._runtime, name)
@@ -119,15 +117,15 @@ class LocatedRuntime:
         try:
             return await self._runtime.start(spec, **kw)
         except RuntimeSetupError as exc:
-            service = self._services.get(spec.id)
+            service, locate = self._started_from.get(spec.id, (None, None))
             path = start_error_path(service, exc) if service is not None else None
             if path is None:
                 raise
             from .errors import Problem
 
             problem = Problem(str(exc), path=path)
-            if self.locate is not None:
-                problem = self.locate([problem])[0]
+            if locate is not None:
+                problem = locate([problem])[0]
             raise RuntimeSetupError(str(problem), stage=exc.stage, errno=exc.errno, container=exc.container) from None
 
 
@@ -135,7 +133,8 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
                  network: Any = None, started_from: dict[str, Any] | None = None):
     """The replica → ContainerSpec function the supervisor calls before every start. `stack` may
     be a function returning the current stack (it changes when the spec is edited).
-    `started_from` (container id -> Service) is filled in for `LocatedRuntime`."""
+    `started_from` (container id -> (Service, Stack.locate)) is filled in for `LocatedRuntime`,
+    and emptied of a replica once it is gone."""
     import attrs as _attrs
 
     from .runtime.spec import from_service
@@ -197,7 +196,10 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
         files.add("containers", replica.container_id)
         files.add("cgroups", replica.cgroup)
         if started_from is not None:
-            started_from[replica.container_id] = service
+            cid = replica.container_id
+            if cid not in started_from:
+                replica.removed_hooks.append(lambda: started_from.pop(cid, None))
+            started_from[cid] = (service, stack.locate)
         if network is not None:  # supervisor.net.stack.StackNetwork: join the replica's prepared netns
             spec = network.decorate(replica, spec)
         return spec
@@ -245,7 +247,7 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
                     open_stack_network(stack, files.runtime_dir) as net:
                 cgroups = ManagerCgroups(manager, watcher)
                 started_from: dict[str, Any] = {}
-                located = LocatedRuntime(rt, started_from, options.locate)
+                located = LocatedRuntime(rt, started_from)
                 sup = StackSupervisor(stack, runtime=located, cgroups=cgroups,
                                       make_spec=spec_builder(lambda: sup.stack, cgroups, files, options.environ,
                                                              network=net, started_from=started_from),
@@ -270,15 +272,9 @@ async def run(stack: Stack, options: UpOptions = UpOptions()) -> int:
                         from .images.live import LiveImages
                         from .supervise.watch import watch_spec
 
-                        def reload() -> Any:  # the edited spec's locations for start errors, too
-                            loaded = options.reload()
-                            if options.locate is not None:
-                                located.locate = loaded.locate
-                            return loaded
-
                         gate = LiveImages(sup, environ=options.environ)  # pulls an edit's new images first
                         await n.start(gate.run)
-                        await n.start(functools.partial(watch_spec, gate, reload, stack.sources,
+                        await n.start(functools.partial(watch_spec, gate, options.reload, stack.sources,
                                                         extra=options.watch_files, prepare=net.apply))
                     n.start_soon(_settle_memory, sup)
                     code = await sup.run()

@@ -350,8 +350,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     options = app.UpOptions(abort_on_container_exit=args.abort_on_container_exit, exit_code_from=args.exit_code_from,
                             log_prefix=not args.no_log_prefix, colour=False if args.no_color else None,
                             reload=None if "-" in (args.files or ()) else functools.partial(_reload, args),
-                            watch_files=_env_files(args, stack), metrics=args.metrics or stack.x.metrics,
-                            locate=loaded.locate)
+                            watch_files=_env_files(args, stack), metrics=args.metrics or stack.x.metrics)
     try:
         return trio.run(app.run, stack, options)
     except BaseExceptionGroup as group:  # nurseries wrap errors; a person wants the one message

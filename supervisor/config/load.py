@@ -14,6 +14,7 @@ Every problem is a located `Problem`; a stage that finds any raises `SpecError` 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -38,11 +39,16 @@ class Loaded:
     def locate(self, problems: Sequence[Problem]) -> tuple[Problem, ...]:
         """`problems` found later on the stack (by key path), given the file, line and column the
         path has in the spec files, like the loader's own."""
-        if self.tree is None:
-            return tuple(problems)
-        return tuple(p if p.location or p.file or not p.path
-                     else Problem(p.message, path=p.path, location=source.locate(self.tree, p.path))
-                     for p in problems)
+        return locate_in(self.tree, problems)
+
+
+def locate_in(tree: Map | None, problems: Sequence[Problem]) -> tuple[Problem, ...]:
+    """`problems` (by key path) with the file, line and column their paths have in `tree`."""
+    if tree is None:
+        return tuple(problems)
+    return tuple(p if p.location or p.file or not p.path
+                 else Problem(p.message, path=p.path, location=source.locate(tree, p.path))
+                 for p in problems)
 
 
 def find_default_files(cwd: str, warnings: list[Problem] | None = None) -> list[str]:
@@ -134,7 +140,7 @@ def _load(files, project_name, project_dir, env_files, profiles, environ, cwd, w
 
     stack = parse.build_stack(
         tree, name=name, project_dir=project_dir, files=paths, environ=env,
-        sources=loader.sources, active=active,
+        sources=loader.sources, active=active, locate=functools.partial(locate_in, tree),
     )
     return Loaded(stack=stack, warnings=tuple(warnings), tree=tree)
 

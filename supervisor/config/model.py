@@ -11,11 +11,16 @@ with located errors is `config.parse`'s job.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from .resources import FrozenMap, Resources  # noqa: F401  (light: the one-shot `pysup run` path uses them)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from ..errors import Problem
 
 
 def _fmap(value: Any) -> FrozenMap:
@@ -329,6 +334,11 @@ class Stack:
     # Every file whose content shaped this stack (spec files, includes, extends, env files):
     # the watcher reloads when any of them changes.
     sources: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    # Where a key path of this stack is in those files (Problems in, located Problems out), for
+    # errors found later, such as a container that does not start. Bound to the files as this
+    # stack read them: a later edit has its own. Not part of the stack's value.
+    locate: Callable[[Sequence[Problem]], tuple[Problem, ...]] | None = attrs.field(
+        default=None, eq=False, repr=False)
 
     def backoff_for(self, service: Service) -> Backoff:
         return service.x.backoff or self.x.backoff

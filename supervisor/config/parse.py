@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from ..errors import KeyPath, SpecError
+from ..errors import KeyPath, Problem, SpecError
 from . import parse_service as fam
 from .model import (
     Backoff,
@@ -67,10 +67,12 @@ def build_stack(
     environ: Mapping[str, str],
     sources: Sequence[str] = (),
     active: Collection[str] | None = None,
+    locate: Callable[[Sequence[Problem]], tuple[Problem, ...]] | None = None,
 ) -> Stack:
     """Build the stack from a validated tree. `environ` is the interpolation environment (it
     fills `environment` entries given without a value, and secrets/configs from `environment`);
-    `active` names the services the profiles enable (None: all of them)."""
+    `active` names the services the profiles enable (None: all of them); `locate` finds a key
+    path in the files this tree came from (`Stack.locate`)."""
     ctx = Ctx(tree=tree, project_dir=os.path.abspath(project_dir), environ=environ)
     extras = ctx.attempt(_stack_extras, tree.get("x-pysup"), ("x-pysup",), default=StackExtras())
     ctx.backoff = extras.backoff
@@ -110,6 +112,7 @@ def build_stack(
         configs=FrozenMap(configs),
         x=extras,
         sources=tuple(dict.fromkeys([*sources, *ctx.read_files])),
+        locate=locate,
     )
 
 

@@ -12,9 +12,9 @@
 # - each test has its own timeout inside the VM (pytest-timeout, CGROUP2_VM_TEST_TIMEOUT, 120 s;
 #   the slowest test takes ~4 s under emulation): a test of ours that hangs prints every thread's
 #   stack and fails the run;
-# - the whole VM has CGROUP2_VM_TIMEOUT (300 s; the run takes ~20 s here, ~90 s with both host
-#   cores busy). Running out of it means the emulator itself made no progress, since a stuck test
-#   would have been stopped first: the run is tried once more, and fails if it stalls again.
+# - the whole VM has CGROUP2_VM_TIMEOUT (240 s; the run takes ~20 s here, ~30 s with both host
+#   cores busy). Running out of it with no test timed out means the emulator itself stalled: the
+#   run is tried once more, and fails if it stalls again.
 # The VM gets one vCPU (CG2VM_CPUS to change): as fast here as two, and a vCPU thread that the host
 # descheduled cannot stall the other one on a kernel spinlock (lock-holder preemption under TCG).
 set -uo pipefail
@@ -22,7 +22,7 @@ set -uo pipefail
 project="$(cd "$(dirname "$0")/.." && pwd)"
 vm="$(dirname "$project")/shared/tools/cgroup2-vm"
 python="$project/.venv/bin/python"
-timeout="${CGROUP2_VM_TIMEOUT:-300}"
+timeout="${CGROUP2_VM_TIMEOUT:-240}"
 test_timeout="${CGROUP2_VM_TEST_TIMEOUT:-120}"
 export CG2VM_CPUS="${CG2VM_CPUS:-1}"
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -22,7 +20,7 @@ import tempfile
 import time
 import uuid
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _up import make_rootfs, pysup_up
 
 
 def main() -> int:
@@ -31,30 +29,15 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="pysup-bench-ps-")
-    rootfs = os.path.join(tmp, "rootfs")
-    subprocess.run(["bash", os.path.join(REPO, "scripts/make-busybox-rootfs.sh"), rootfs], check=True,
-                   stdout=subprocess.DEVNULL)
-    os.chmod(rootfs, 0o755)
+    rootfs = make_rootfs(os.path.join(tmp, "rootfs"))
     project = f"benchps-{uuid.uuid4().hex[:6]}"
     compose = os.path.join(tmp, "compose.yaml")
     with open(compose, "w") as f:
         f.write(f"name: {project}\nservices:\n  app:\n    x-pysup: {{rootfs: {rootfs}}}\n    init: true\n"
                 f"    deploy: {{replicas: {args.n}}}\n    command: [/bin/sleep, '1000']\n")
-    env = dict(os.environ, PYSUP_STATE_DIR=os.path.join(tmp, "state"), PYSUP_RUNTIME_DIR=os.path.join(tmp, "run"),
-               PYTHONPATH=REPO)
-    err = open(os.path.join(tmp, "up.err"), "w+")
-    up = subprocess.Popen([sys.executable, "-m", "supervisor", "--log-format", "json", "up", "-f", compose],
-                          env=env, stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            err.seek(0)
-            started = sum(1 for line in err if '"replica.started"' in line)
-            if started >= args.n and os.path.exists(os.path.join(tmp, "run", project, "control.sock")):
-                break
-            if up.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"pysup up did not start {args.n} replicas ({started})")
-            time.sleep(0.1)
+    with pysup_up(compose, tmp, stop_timeout=60) as up:
+        env = up.env
+        up.wait_started(args.n, 120, ready=lambda: os.path.exists(os.path.join(tmp, "run", project, "control.sock")))
         base = [sys.executable, "-m", "supervisor"]
         for label, cmd in (("pysup -p NAME ps", [*base, "-p", project, "ps"]),
                            ("pysup -p NAME ps --format json", [*base, "-p", project, "ps", "--format", "json"]),
@@ -73,15 +56,6 @@ def main() -> int:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         print(f"{'(python -c pass)':34} {(time.perf_counter() - t0) * 1000:.1f} ms")
-    finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            up.wait(60)
-        except subprocess.TimeoutExpired:
-            up.kill()
-            up.wait()
-        err.close()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

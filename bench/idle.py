@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _up import make_rootfs, pysup_up
+
 PEERS = {"supervisord (100 processes)": 26.0, "circusd (100 processes)": 33.0, "podman conmon x100": 200.0}
 
 
@@ -90,10 +88,7 @@ def main() -> int:
         print("idle: needs root", file=sys.stderr)
         return 1
     tmp = tempfile.mkdtemp(prefix="pysup-bench-idle-")
-    rootfs = os.path.join(tmp, "rootfs")
-    subprocess.run(["bash", os.path.join(REPO, "scripts/make-busybox-rootfs.sh"), rootfs], check=True,
-                   stdout=subprocess.DEVNULL)
-    os.chmod(rootfs, 0o755)
+    rootfs = make_rootfs(os.path.join(tmp, "rootfs"))
     project = f"benchidle-{uuid.uuid4().hex[:6]}"
     compose = os.path.join(tmp, "compose.yaml")
     net = "" if args.no_net else "    networks: [front]\n"
@@ -102,29 +97,15 @@ def main() -> int:
                 f"    deploy: {{replicas: {args.n}}}\n    command: [/bin/sleep, '100000']\n"
                 f"    healthcheck: {{test: [CMD, 'true'], interval: 30s, start_period: 0s}}\n{net}"
                 + ("" if args.no_net else "networks:\n  front: {}\n"))
-    env = dict(os.environ, PYSUP_STATE_DIR=os.path.join(tmp, "state"), PYSUP_RUNTIME_DIR=os.path.join(tmp, "run"),
-               PYTHONPATH=REPO)
-    err = open(os.path.join(tmp, "up.err"), "w+")  # noqa: SIM115 - closed below
-    launcher = os.environ.get("IDLE_LAUNCH", "").split() or [sys.executable, "-m", "supervisor"]
-    up = subprocess.Popen([*launcher, "--log-format", "json", "up", "-f", compose],
-                          env=env, stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            err.seek(0)
-            started = sum(1 for line in err if '"replica.started"' in line)
-            if started >= args.n:
-                break
-            if up.poll() is not None or time.monotonic() > deadline:
-                err.seek(0)
-                raise SystemExit(f"pysup up did not start {args.n} replicas ({started}):\n{err.read()[-2000:]}")
-            time.sleep(0.2)
+    launcher = os.environ.get("IDLE_LAUNCH", "").split() or None
+    with pysup_up(compose, tmp, launcher=launcher, stop_timeout=120) as up:
+        up.wait_started(args.n, 180, interval=0.2)
         time.sleep(5)  # the start-up's garbage settles
-        pythons = [p for p in _children(up.pid) if "supervisor.runtime.zygote" in _cmdline(p)]
+        pythons = [p for p in _children(up.proc.pid) if "supervisor.runtime.zygote" in _cmdline(p)]
         zygote = [p for p in pythons if not _in_container(p)]
         spares = [p for p in pythons if _in_container(p)]  # cloned from the zygote: same cmdline
-        containers = [p for p in _children(up.pid) if p not in zygote and p not in spares]
-        procs = {"pysup": up.pid, **{f"zygote {p}": p for p in zygote}}
+        containers = [p for p in _children(up.proc.pid) if p not in zygote and p not in spares]
+        procs = {"pysup": up.proc.pid, **{f"zygote {p}": p for p in zygote}}
         print(f"{args.n} idle replicas, health check every 30 s, {'no network' if args.no_net else 'one network'}; "
               f"{len(containers)} container processes are pysup's children (no helper process between)")
         total_rss = total_pss = 0
@@ -136,7 +117,7 @@ def main() -> int:
         for pid in spares:
             print(f"  {'(spare ' + str(pid) + ')':24} RSS {_status(pid, 'VmRSS') / 1024:6.1f} MB   "
                   f"PSS {_pss(pid) / 1024:6.1f} MB   (a container-to-be, not counted)")
-        once = _status(up.pid, "VmRSS") + sum(_uss(p) for p in zygote)
+        once = _status(up.proc.pid, "VmRSS") + sum(_uss(p) for p in zygote)
         print(f"  {'total':24} RSS {total_rss / 1024:6.1f} MB   PSS {total_pss / 1024:6.1f} MB   "
               f"target: under 60 MB RSS -> {'met' if total_rss / 1024 < 60 else 'NOT met'}")
         print(f"  {'total, shared pages once':24} RSS {once / 1024:6.1f} MB   (pysup's RSS + the zygote's private "
@@ -151,15 +132,6 @@ def main() -> int:
         share = (c1 - c0) / (t1 - t0) * 100
         print(f"  CPU over {t1 - t0:.0f} s: {share:.2f} % of one core   target: under 2 % -> "
               f"{'met' if share < 2 else 'NOT met'}")
-    finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            up.wait(120)
-        except subprocess.TimeoutExpired:
-            up.kill()
-            up.wait()
-        err.close()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -34,6 +33,8 @@ import types
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
+
+from _up import make_rootfs, pysup_up  # noqa: E402
 
 
 def attach_times(runs: int) -> tuple[list[float], list[float]]:
@@ -81,10 +82,8 @@ def throughput(seconds: int, rounds: int = 3) -> tuple[list[float], list[float]]
     would crawl (the kernel searching for a free port) -- whichever side ran second would lose."""
     import random
 
-    rootfs = tempfile.mkdtemp(prefix="pysup-bench-rootfs-")
+    rootfs = make_rootfs()
     tmp = tempfile.mkdtemp(prefix="pysup-bench-up-")
-    subprocess.run(["bash", os.path.join(REPO, "scripts/make-busybox-rootfs.sh"), rootfs], check=True)
-    os.chmod(rootfs, 0o755)
     targets = random.sample(range(20000, 60000), 2 * rounds)  # proxied ones, then direct ones
     published = []
     for _ in range(rounds):
@@ -106,16 +105,12 @@ services:
 networks:
   n: {{}}
 """)
-    env = dict(os.environ, PYSUP_STATE_DIR=os.path.join(tmp, "state"), PYSUP_RUNTIME_DIR=os.path.join(tmp, "run"))
-    err = open(os.path.join(tmp, "stderr"), "w+")
-    p = subprocess.Popen([sys.executable, "-m", "supervisor", "--log-format", "json", "up", "-f", compose],
-                         stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=REPO)
-    try:
+    with pysup_up(compose, tmp, cwd=REPO, stop_timeout=30, remove=[rootfs]) as up:
         addr = None
         deadline = time.monotonic() + 20
         while addr is None and time.monotonic() < deadline:
-            err.seek(0)
-            for line in err:
+            up.err.seek(0)
+            for line in up.err:
                 if '"net.attached"' in line:
                     addr = json.loads(line)["addresses"]["n"]
             time.sleep(0.1)
@@ -132,12 +127,6 @@ networks:
             proxied.append(wrk(f"http://127.0.0.1:{published[i]}/", seconds))
             direct.append(wrk(f"http://{addr}:{targets[rounds + i]}/", seconds))
         return proxied, direct
-    finally:
-        p.send_signal(signal.SIGINT)
-        p.wait(30)
-        err.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(rootfs, ignore_errors=True)
 
 
 def main() -> None:

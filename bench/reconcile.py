@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,18 +39,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
+from _up import make_rootfs, pysup_up  # noqa: E402
+
 REFERENCE = {  # DESIGN.md / issue 6, this machine, 100 containers (podman-compose: 50)
     "podman run -d (100)": 14.0, "podman-compose (50 replicas)": 15.0,
     "supervisord / circus (100 plain processes, no isolation)": 1.6,
 }
-
-
-def make_rootfs() -> str:
-    d = tempfile.mkdtemp(prefix="pysup-bench-rootfs-")
-    subprocess.run(["bash", os.path.join(REPO, "scripts/make-busybox-rootfs.sh"), d], check=True,
-                   stdout=subprocess.DEVNULL)
-    os.chmod(d, 0o755)
-    return d
 
 
 # --- pysup ---------------------------------------------------------------------------------------
@@ -93,11 +86,6 @@ def pysup_runs(rootfs: str, n: int, runs: int) -> list[float]:
     compose = os.path.join(work, "compose.yaml")
     with open(compose, "w") as f:
         f.write(_spec(project, rootfs, 0))
-    env = dict(os.environ, PYSUP_STATE_DIR=f"{work}/state", PYSUP_RUNTIME_DIR=f"{work}/run", PYTHONPATH=REPO)
-    err_path = os.path.join(work, "stderr")
-    with open(err_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "supervisor", "--log-format", "json", "up", "-f", compose,
-                                 "--no-color"], stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=work)
     times = []
     phases: list[tuple[float, float]] = []  # (save -> reconcile.plan, save -> first replica.started)
 
@@ -119,7 +107,8 @@ def pysup_runs(rootfs: str, n: int, runs: int) -> list[float]:
         os.rename(tmp, compose)
         return t
 
-    try:
+    with pysup_up(compose, work, args=["--no-color"], cwd=work, stop_timeout=30) as up:
+        proc, err_path = up.proc, up.err_path
         wait(lambda evs: any(e.get("event") == "watch.started" for e in evs))
         for run in range(runs):
             seen = len(_events(err_path))
@@ -132,14 +121,6 @@ def pysup_runs(rootfs: str, n: int, runs: int) -> list[float]:
             wait(lambda evs, run=run: sum(e.get("event") == "reconcile.done" for e in evs) >= 2 * run + 1)
             save(0)
             wait(lambda evs, run=run: sum(e.get("event") == "reconcile.done" for e in evs) >= 2 * run + 2)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(work, ignore_errors=True)
     if phases:
         print(f"pysup phases (median): save -> plan {statistics.median(p[0] for p in phases) * 1000:.0f} ms "
               f"(debounce, reload, plan), save -> first container running "

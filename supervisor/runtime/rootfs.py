@@ -79,6 +79,7 @@ ROOT_FLAGS = S.MS_NODEV  # per-mount flags of the container's root (kept by the 
 
 
 # --- steps -------------------------------------------------------------------------------------
+# Each step's `stage` names it in a StageError when it fails ("mount /proc", "mask /proc/kcore").
 
 
 @record
@@ -96,9 +97,8 @@ class Mount:
     propagation: int = 0
     remount: int = 0
 
-
     @property
-    def stage(self) -> str:  # the failed stage's name (StageError)
+    def stage(self) -> str:
         return f"mount {self.target}"
 
 
@@ -109,9 +109,8 @@ class Mknod:
     minor: int
     mode: int = 0o666
 
-
     @property
-    def stage(self) -> str:  # the failed stage's name (StageError)
+    def stage(self) -> str:
         return f"mknod {self.path}"
 
 
@@ -120,9 +119,8 @@ class Symlink:
     target: str
     path: str
 
-
     @property
-    def stage(self) -> str:  # the failed stage's name (StageError)
+    def stage(self) -> str:
         return f"symlink {self.path}"
 
 
@@ -134,9 +132,8 @@ class HostTmpfs:
 
     path: str
 
-
     @property
-    def stage(self) -> str:  # the failed stage's name (StageError)
+    def stage(self) -> str:
         return f"mount tmpfs {self.path}"
 
 
@@ -147,9 +144,8 @@ class WriteHostFile:
     path: str
     content: str
 
-
     @property
-    def stage(self) -> str:  # the failed stage's name (StageError)
+    def stage(self) -> str:
         return f"write {self.path}"
 
 
@@ -160,9 +156,8 @@ class Sysctl:
     key: str
     value: str
 
-
     @property
-    def stage(self) -> str:  # the failed stage's name (StageError)
+    def stage(self) -> str:
         return f"sysctl {self.key}"
 
 
@@ -170,9 +165,8 @@ class Sysctl:
 class MaskPath:
     path: str
 
-
     @property
-    def stage(self) -> str:  # the failed stage's name (StageError)
+    def stage(self) -> str:
         return f"mask {self.path}"
 
 
@@ -180,9 +174,8 @@ class MaskPath:
 class ReadonlyPath:
     path: str
 
-
     @property
-    def stage(self) -> str:  # the failed stage's name (StageError)
+    def stage(self) -> str:
         return f"readonly {self.path}"
 
 

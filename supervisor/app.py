@@ -106,7 +106,9 @@ class LocatedRuntime:
 
     def __init__(self, runtime: Any, started_from: dict[str, Any]):
         self._runtime = runtime
-        self._started_from = started_from  # container id -> (Service, Stack.locate) (spec_builder)
+        # container id -> (Service, Stack.locate) of the start under way, filled in by spec_builder
+        # just before each start and taken here: only starts in flight keep a stack's files' map.
+        self._started_from = started_from
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._runtime, name)
@@ -114,10 +116,10 @@ class LocatedRuntime:
     async def start(self, spec: Any, **kw: Any) -> Any:
         from .runtime.errors import RuntimeSetupError
 
+        service, locate = self._started_from.pop(spec.id, (None, None))
         try:
             return await self._runtime.start(spec, **kw)
         except RuntimeSetupError as exc:
-            service, locate = self._started_from.get(spec.id, (None, None))
             path = start_error_path(service, exc) if service is not None else None
             if path is None:
                 raise
@@ -133,8 +135,7 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
                  network: Any = None, started_from: dict[str, Any] | None = None):
     """The replica → ContainerSpec function the supervisor calls before every start. `stack` may
     be a function returning the current stack (it changes when the spec is edited).
-    `started_from` (container id -> (Service, Stack.locate)) is filled in for `LocatedRuntime`,
-    and emptied of a replica once it is gone."""
+    `started_from` (container id -> (Service, Stack.locate)) is filled in for `LocatedRuntime`."""
     import attrs as _attrs
 
     from .runtime.spec import from_service
@@ -196,10 +197,7 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
         files.add("containers", replica.container_id)
         files.add("cgroups", replica.cgroup)
         if started_from is not None:
-            cid = replica.container_id
-            if cid not in started_from:
-                replica.removed_hooks.append(lambda: started_from.pop(cid, None))
-            started_from[cid] = (service, stack.locate)
+            started_from[replica.container_id] = (service, stack.locate)
         if network is not None:  # supervisor.net.stack.StackNetwork: join the replica's prepared netns
             spec = network.decorate(replica, spec)
         return spec

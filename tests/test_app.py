@@ -29,11 +29,12 @@ async def test_start_errors_are_located_in_the_stack_the_container_came_from(tmp
     started_from = {"p-web-1": (old.services["web"], old.locate), "p-web-2": (new.services["web"], new.locate)}
     rt = LocatedRuntime(FailingRuntime(), started_from)
     errors = {}
-    for cid in started_from:
+    for cid in list(started_from):
         with pytest.raises(RuntimeSetupError) as info:
             await rt.start(ContainerSpec(id=cid, rootfs="/", argv=("true",)))
         assert info.value.stage == "user" and info.value.container == cid
         errors[cid] = str(info.value)
+    assert started_from == {}  # taken by the start: nothing kept for a container that runs
     f = tmp_path / "compose.yaml"
     assert errors == {"p-web-1": f"{f}:4:11: services.web.user: user: unable to find user bob",
                       "p-web-2": f"{f}:7:11: services.web.user: user: unable to find user bob"}

@@ -45,8 +45,9 @@ def _add_run_parser(sub: Any) -> None:
     run.add_argument("--rootfs", metavar="DIR", help="use DIR as the root filesystem (instead of an IMAGE)")
     run.add_argument("--name", metavar="NAME", help="the container's name (default: a random id)")
     run.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set an environment variable")
-    run.add_argument("-v", "--volume", dest="volumes", action="append", default=[], metavar="SRC:DST[:ro]",
-                     help="bind a host path (absolute SRC), a named volume (SRC a name) or an anonymous one (DST)")
+    run.add_argument("-v", "--volume", dest="volumes", action="append", default=[], metavar="SRC:DST[:OPTS]",
+                     help="bind a host path (absolute SRC), a named volume (SRC a name) or an anonymous one (DST); "
+                     "OPTS: ro, rw, idmap (with --userns: a writable host path idmapped, root writes as host root)")
     run.add_argument("--tmpfs", action="append", default=[], metavar="DST[:size=N,mode=M]", help="mount a tmpfs")
     run.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
     run.add_argument("-u", "--user", metavar="USER[:GROUP]", help="user name or uid (and group)")

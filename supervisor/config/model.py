@@ -117,6 +117,10 @@ class Mount:
     tmpfs_size: int | None = None
     tmpfs_mode: int | None = None
     tmpfs_options: tuple[str, ...] = attrs.field(default=(), converter=_tuple)  # "noexec", "uid=1000", ...
+    # A bind mount shown through the container's user namespace even when writable (`:idmap`,
+    # `x-pysup: {idmap: true}`): the container's root writes there as host root. Binds only
+    # (volumes are idmapped anyway); no effect without a user namespace.
+    idmap: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -4,6 +4,11 @@ The short volume syntax is split the way compose-go's `format.ParseVolume` split
 only: no drive letters). A source starting with `.`, `/` or `~` is a host path, anything else a
 named volume, nothing an anonymous volume. compose silently ignores options it does not know
 (`./x:/x:rox`); pysup refuses them, since such a typo usually means a mount that is not read-only.
+
+`idmap` (podman's option; long syntax: `x-pysup: {idmap: true}` on the item) asks for a bind
+mount of a host path to be idmapped even when writable (zygote.idmap_bind). Like `nocopy` on a
+bind or a propagation on a volume, it is accepted and dropped where it changes nothing: a volume
+is idmapped anyway, a tmpfs is the container's own.
 """
 
 from __future__ import annotations
@@ -90,12 +95,15 @@ def _short_volume(ctx: Ctx, item: Any, path: KeyPath) -> Mount:
             fields["bind_propagation"] = option
         elif option in _SELINUX:
             pass  # SELinux relabelling: accepted for compatibility, nothing to do without SELinux
+        elif option == "idmap":
+            fields["idmap"] = True
         else:
             raise Invalid(path, f"invalid volume {q(raw)}: unknown option {q(option)}")
     if kind == "bind":
         fields.pop("volume_nocopy", None)
         return Mount(type="bind", target=target, source=ctx.path(source), **fields)
     fields.pop("bind_propagation", None)
+    fields.pop("idmap", None)  # a volume is idmapped under a user namespace anyway
     return Mount(type="volume", target=target, source=source or None, **fields)
 
 
@@ -108,6 +116,7 @@ def _long_volume(ctx: Ctx, item: Any, path: KeyPath) -> Mount:
     _target(target, target, (*path, "target"), "target")
     source = opt_str(spec, "source", path) or None
     read_only = opt_bool(spec, "read_only", path, False)
+    idmap = _idmap(spec, path)
     if kind == "bind":
         if source is None:
             raise Invalid(path, "a bind mount needs a source")
@@ -120,6 +129,7 @@ def _long_volume(ctx: Ctx, item: Any, path: KeyPath) -> Mount:
                 propagation, (*bind_path, "propagation"), PROPAGATIONS, "propagation"),
             # compose-go: true when a `bind:` block leaves it out, false without a `bind:` block
             bind_create_host_path=opt_bool(bind, "create_host_path", bind_path, "bind" in spec),
+            idmap=idmap,
         )
     if kind == "volume":
         vol_path = (*path, "volume")
@@ -138,6 +148,14 @@ def _long_volume(ctx: Ctx, item: Any, path: KeyPath) -> Mount:
         tmpfs_size=None if tmp.get("size") is None else size(tmp["size"], (*tmp_path, "size")),
         tmpfs_mode=None if tmp.get("mode") is None else as_octal(tmp["mode"], (*tmp_path, "mode")),
     )
+
+
+def _idmap(spec: dict[str, Any], path: KeyPath) -> bool:
+    """A long-syntax item's `x-pysup: {idmap: BOOL}` (checks.xpysup_problems validated it first)."""
+    if spec.get("x-pysup") is None:
+        return False
+    here = (*path, "x-pysup")
+    return opt_bool(as_map(spec["x-pysup"], here), "idmap", here, False)
 
 
 def parse_tmpfs(ctx: Ctx, value: Any, path: KeyPath) -> tuple[Mount, ...]:

@@ -210,6 +210,8 @@ def _mount(m: Mount) -> dict[str, Any]:
     if m.type == "bind":
         out["bind"] = {"create_host_path": m.bind_create_host_path}
         _put(out["bind"], "propagation", m.bind_propagation)
+        if m.idmap:
+            out["x-pysup"] = {"idmap": True}
     elif m.type == "volume":
         vol: dict[str, Any] = {}
         _put(vol, "nocopy", m.volume_nocopy, False)

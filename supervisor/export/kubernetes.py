@@ -752,6 +752,8 @@ class _Exporter:
                                   "use a named volume, or pass --allow-hostpath to export it as a hostPath volume")
                 return None
             self.warn(path, f"bind mount of {m.source} exported as hostPath: that path must exist on every node")
+            # m.idmap has no field and needs none: with hostUsers: false the runtime idmaps every
+            # volume, hostPath included; without, nothing is idmapped, as under pysup
             return {"name": own, "hostPath": {"path": m.source, "type": "DirectoryOrCreate"
                                               if m.bind_create_host_path else ""}}
         if m.source is None:  # anonymous volume: lives and dies with the container, like an emptyDir

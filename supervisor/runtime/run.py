@@ -92,9 +92,10 @@ def split_volume_args(args: tuple[str, ...]) -> tuple[list[str], list[tuple[str,
             except volumes.VolumeError as e:
                 raise RunError(str(e)) from None
             opts = parts[2] if len(parts) == 3 else ""
-            bad = [o for o in opts.split(",") if o and o not in ("ro", "rw")]
+            # idmap: accepted and dropped, as in a compose file: a volume is idmapped anyway
+            bad = [o for o in opts.split(",") if o and o not in ("ro", "rw", "idmap")]
             if bad:
-                raise RunError(f"volume {text!r}: unknown option {bad[0]!r} (ro or rw)")
+                raise RunError(f"volume {text!r}: unknown option {bad[0]!r} (ro, rw or idmap)")
             named.append((parts[0], os.path.normpath(parts[1]), opts))
     return binds, named, anonymous
 

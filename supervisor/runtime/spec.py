@@ -72,6 +72,9 @@ class MountSpec:
     # the source is pysup's own directory (a named or anonymous volume), not a host path the user
     # named: under a user namespace it is idmapped even when writable (zygote.idmap_bind)
     owned: bool = False
+    # a host path the user asked to see idmapped even when writable (`:idmap`, podman's option):
+    # the container's root writes there as host root (zygote.idmap_bind); nothing without uid_map
+    idmap: bool = False
 
 
 @record(kw_only=True)
@@ -336,7 +339,7 @@ def from_service(service: Any, *, id: str, rootfs: str | None = None, cgroup_pro
                                     tmpfs_mode=v.tmpfs_mode))
         elif v.type == "bind":
             mounts.append(MountSpec(type="bind", source=v.source, target=v.target, read_only=v.read_only,
-                                    propagation=v.bind_propagation or "rprivate"))
+                                    propagation=v.bind_propagation or "rprivate", idmap=v.idmap))
         elif v.type == "volume" and v.source:
             if not volumes_dir:
                 raise unsupported(f"volume {v.source}:{v.target} without a volumes directory")
@@ -374,8 +377,8 @@ def from_service(service: Any, *, id: str, rootfs: str | None = None, cgroup_pro
 
 
 def parse_volume(text: str) -> MountSpec:
-    """`docker run -v` syntax: SRC:DST[:OPTS] with OPTS a comma list of ro|rw|(r)private|(r)slave;
-    SRC must be an absolute host path (named volumes need the volume store)."""
+    """`docker run -v` syntax: SRC:DST[:OPTS] with OPTS a comma list of ro|rw|(r)private|(r)slave
+    and podman's idmap; SRC must be an absolute host path (named volumes need the volume store)."""
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise UnsupportedOption(f"volume {text!r}: expected SRC:DST[:ro]")
@@ -384,16 +387,18 @@ def parse_volume(text: str) -> MountSpec:
         raise UnsupportedOption(f"volume {text!r}: the source must be an absolute host path")
     if not os.path.isabs(dst):
         raise UnsupportedOption(f"volume {text!r}: the target must be an absolute path")
-    read_only, propagation = False, "rprivate"
+    read_only, propagation, idmap = False, "rprivate", False
     for opt in (parts[2].split(",") if len(parts) == 3 else ()):
         if opt in ("ro", "rw"):
             read_only = opt == "ro"
+        elif opt == "idmap":
+            idmap = True
         elif opt in ("private", "rprivate", "slave", "rslave"):
             propagation = opt
         elif opt:
             raise UnsupportedOption(f"volume {text!r}: unknown option {opt!r}")
     return MountSpec(type="bind", source=os.path.abspath(src), target=os.path.normpath(dst), read_only=read_only,
-                     propagation=propagation)
+                     propagation=propagation, idmap=idmap)
 
 
 def for_run(argv: tuple[str, ...] | list[str], *, rootfs: str, id: str | None = None, env: tuple[str, ...] = (),
@@ -404,7 +409,7 @@ def for_run(argv: tuple[str, ...] | list[str], *, rootfs: str, id: str | None = 
             ulimits: tuple[str, ...] = (), sysctls: tuple[str, ...] = (), cgroup_procs: tuple[str, ...] = (),
             ) -> ContainerSpec:
     """A `ContainerSpec` from `pysup run`'s options, with `docker run`'s syntax and meanings:
-    `-e K=V` (or `-e K`: taken from our environment), `-v SRC:DST[:ro]`, `--tmpfs DST[:size=N,mode=M]`,
+    `-e K=V` (or `-e K`: taken from our environment), `-v SRC:DST[:ro][,idmap]`, `--tmpfs DST[:size=N,mode=M]`,
     `--ulimit name=soft[:hard]`, `--sysctl k=v`, `--network none|host`. Raises UnsupportedOption."""
     from .security import CapabilityError, resolve_capabilities
 

@@ -727,14 +727,23 @@ def idmap_root(spec: ContainerSpec) -> bool:
 def idmap_bind(spec: ContainerSpec, m: Any) -> bool:
     """Is bind mount `m` shown through an idmapped copy? A read-only one, unless the container can
     remount it (`remountable`; `ro` among its options counts as read-only too); a writable one only
-    when its source is pysup's own (`owned`: a volume, under the 0700 volumes directory). A
-    writable host directory keeps its host ids, as podman does without `:idmap`: idmapped, the
-    container's root would write there as host root (a setuid-root file any host user could run)."""
+    when its source is pysup's own (`owned`: a volume, under the 0700 volumes directory) or the
+    user asked for it (`idmap`, podman's `:idmap`). A writable host directory otherwise keeps its
+    host ids, as podman does without `:idmap`: idmapped, the container's root would write there as
+    host root (a setuid-root file any host user could run).
+
+    The `idmap` opt-in does not lift the read-only rule: `:ro,idmap` in a container that can
+    remount is not idmapped (its read-only flag would be no barrier: a remount would make host
+    root's files writable as host root, which `ro` said should not happen). On a writable mount a
+    remountable container gains nothing from CAP_SYS_ADMIN that the opt-in did not already grant:
+    the mount is writable as host root either way, and the idmapping itself cannot be changed from
+    inside (MOUNT_ATTR_IDMAP takes a detached mount not yet idmapped, and CAP_SYS_ADMIN over the
+    filesystem's own user namespace: host root's)."""
     if not (idmapped(spec) and m.type == "bind" and m.source):
         return False
     if m.read_only or "ro" in m.options:
         return not remountable(spec)
-    return bool(m.owned)
+    return bool(m.owned or m.idmap)
 
 
 _IDMAP_UNSUPPORTED = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM)

@@ -592,6 +592,28 @@ def test_x_pysup_checks_beyond_the_schema() -> None:
     ]
 
 
+def test_x_pysup_on_a_long_syntax_volume() -> None:
+    assert xpysup(
+        """
+        services:
+          web:
+            image: x
+            volumes:
+              - ./short:/short:idmap
+              - {type: bind, source: /a, target: /a, x-pysup: {idmap: true}}
+              - {type: bind, source: /b, target: /b, x-pysup: {idmap: "false"}, bind: {x-other: 1}}
+              - {type: volume, source: v, target: /v, x-pysup: {idmap: true}, x-mine: 1}
+              - {type: bind, source: /c, target: /c, x-pysup: {idmap: yes}}
+              - {type: bind, source: /d, target: /d, x-pysup: {id_map: true}}
+              - {type: bind, source: /e, target: /e, x-pysup: [idmap]}
+        """
+    ) == [
+        '10:63 services.web.volumes[4].x-pysup.idmap: must be one of: true, false, "true", "false", found "yes"',
+        '11:56 services.web.volumes[5].x-pysup.id_map: unknown key "id_map" (did you mean "idmap"?)',
+        "12:55 services.web.volumes[6].x-pysup: must be a mapping, found a list",
+    ]
+
+
 def test_x_pysup_of_wrong_type() -> None:
     assert xpysup("services: {web: {image: x, x-pysup: [1]}}\nx-pysup: 5\n") == [
         "1:37 services.web.x-pysup: must be a mapping, found a list",

@@ -233,6 +233,21 @@ def test_expose_is_validated_and_canonical():
      Mount(type="tmpfs", target="/t", tmpfs_size=1 << 20, tmpfs_mode=0o1777)),
     ('{type: tmpfs, target: /t, tmpfs: {size: 4096, mode: "755"}}',
      Mount(type="tmpfs", target="/t", tmpfs_size=4096, tmpfs_mode=0o755)),
+    # idmap (podman's option): carried on binds; dropped where it changes nothing, like nocopy on a
+    # bind: a volume is idmapped anyway, a tmpfs is the container's own
+    ('"./data:/data:idmap"', Mount(type="bind", source="/proj/data", target="/data", idmap=True)),
+    ('"/src:/dst:rw,idmap,rslave"', Mount(type="bind", source="/src", target="/dst", idmap=True,
+                                          bind_propagation="rslave")),
+    ('"/src:/dst:idmap,ro"', Mount(type="bind", source="/src", target="/dst", idmap=True, read_only=True)),
+    ('"name:/path:idmap"', Mount(type="volume", source="name", target="/path")),
+    ("{type: bind, source: /b, target: /b, x-pysup: {idmap: true}}",
+     Mount(type="bind", source="/b", target="/b", bind_create_host_path=False, idmap=True)),
+    ('{type: bind, source: /b, target: /b, x-pysup: {idmap: "false"}}',
+     Mount(type="bind", source="/b", target="/b", bind_create_host_path=False)),
+    ("{type: bind, source: /b, target: /b, x-pysup: {}}",
+     Mount(type="bind", source="/b", target="/b", bind_create_host_path=False)),
+    ("{type: volume, source: v, target: /v, x-pysup: {idmap: true}}", Mount(type="volume", source="v", target="/v")),
+    ("{type: tmpfs, target: /t, x-pysup: {idmap: true}}", Mount(type="tmpfs", target="/t")),
 ])
 def test_volumes(spec, expected):
     assert web(f"volumes:\n  - {spec}\n", environ={"HOME": "/home/me"}).volumes == (expected,)
@@ -635,6 +650,12 @@ INVALID = [
     ('volumes: ["./x:rel"]',
      '3:15: services.web.volumes[0]: invalid volume "./x:rel": the container path "rel" must be absolute'),
     ('volumes: ["./x:/x:rox"]', '3:15: services.web.volumes[0]: invalid volume "./x:/x:rox": unknown option "rox"'),
+    ('volumes: ["./x:/x:rw,idmapped"]',
+     '3:15: services.web.volumes[0]: invalid volume "./x:/x:rw,idmapped": unknown option "idmapped"'),
+    ("volumes: [{type: bind, source: /a, target: /b, x-pysup: {idmap: sure}}]",
+     '3:69: services.web.volumes[0].x-pysup.idmap: invalid boolean "sure"'),
+    ("volumes: [{type: bind, source: /a, target: /b, x-pysup: on}]",
+     '3:61: services.web.volumes[0].x-pysup: expected a mapping'),
     ('volumes: ["a::/b"]', '3:15: services.web.volumes[0]: invalid volume "a::/b": empty section between colons'),
     ("volumes: [{type: npipe, target: /x}]",
      '3:22: services.web.volumes[0].type: invalid volume type "npipe" (use bind, volume, tmpfs)'),

@@ -58,6 +58,8 @@ EXAMPLES = {
               - named:/named:nocopy
               - /anon
               - ~/cache:/cache:rshared
+              - /host/data:/hostdata:rw,idmap
+              - {type: bind, source: /host/logs, target: /logs, x-pysup: {idmap: true}}
               - {type: bind, source: /srv, target: /srv, bind: {create_host_path: false}}
               - {type: volume, source: named, target: /sub, volume: {subpath: a/b}}
               - {type: tmpfs, target: /scratch, tmpfs: {size: 10m, mode: 0o700}}

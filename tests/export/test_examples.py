@@ -32,6 +32,9 @@ NEEDS_HOSTPATH = {
     "webapp.yaml": ["services.api.volumes[1]: bind mount of {examples}/configs: a path on this host, not on "
                     "the cluster's nodes; use a named volume, or pass --allow-hostpath to export it as a "
                     "hostPath volume"],
+    "xpysup.yaml": ["services.minimal.volumes[0]: bind mount of {examples}/data: a path on this host, not on "
+                    "the cluster's nodes; use a named volume, or pass --allow-hostpath to export it as a "
+                    "hostPath volume"],
 }
 
 

@@ -312,6 +312,21 @@ def test_bind_mounts_are_refused_unless_allowed(export, tmp_path):
     assert "must exist on every node" in r.warned("services.a.volumes[0]")[0]
 
 
+def test_an_idmap_bind_exports_like_any_bind(export):
+    """No field to carry: a pod with hostUsers: false gets every volume, hostPath included, through
+    an idmapped mount (what the opt-in asks of pysup), and without one nothing is idmapped (as
+    under pysup). So nothing is lost and nothing is warned about."""
+    text = ("services: {a: {image: x, restart: always, x-pysup: {userns: auto}, volumes: "
+            '["/srv/data:/data:rw,idmap", {type: bind, source: /srv/logs, target: /logs, x-pysup: {idmap: true}}]}}')
+    r = export(text, allow_hostpath=True)
+    plain_text = text.replace(",idmap", "").replace(", x-pysup: {idmap: true}", "")
+    assert "idmap" not in plain_text
+    plain = export(plain_text, allow_hostpath=True)
+    assert r.manifests == plain.manifests and r.warnings == plain.warnings
+    assert r.pod("a")["hostUsers"] is False
+    assert [v["hostPath"]["path"] for v in r.pod("a")["volumes"]] == ["/srv/data", "/srv/logs"]
+
+
 def test_secrets_and_configs(export):
     r = export("""
         services:

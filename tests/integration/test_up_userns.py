@@ -1,6 +1,7 @@
 """User namespaces under `pysup up`: `x-pysup.userns: auto` gives every container a host id range
 of its own, `true` one per service; ranges are recorded while the containers live and freed when
-they are removed; host root's files bound into the container are its root's (idmapped mounts)."""
+they are removed; host root's files bound into the container are its root's (idmapped mounts), and
+so is a writable host directory bound with `:idmap`, where the container's root writes as host root."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ services:
     x-pysup: {rootfs: ROOTFS, userns: auto}
     deploy: {replicas: 2}
     stop_grace_period: 300ms
-    command: ["/bin/sh", "-c", "echo map $$(cat /proc/self/uid_map); echo owner $$(stat -c %u /hostfile); echo done; exec sleep 60"]
-    volumes: ["HOSTFILE:/hostfile:ro"]
+    command: ["/bin/sh", "-c", "echo map $$(cat /proc/self/uid_map); echo owner $$(stat -c %u /hostfile); touch /data/$$(hostname) && echo done; exec sleep 60"]
+    volumes: ["HOSTFILE:/hostfile:ro", "DATADIR:/data:rw,idmap"]
   shared:
     x-pysup: {rootfs: ROOTFS, userns: true}
     deploy: {replicas: 2}
@@ -36,7 +37,11 @@ def test_auto_ranges_are_disjoint_per_container_and_freed(userns_env):
     hostfile = userns_env.tmp / "hostfile"
     hostfile.write_text("host root's\n")
     os.chown(hostfile, 0, 0)
-    u = userns_env.up(STACK.replace("HOSTFILE", str(hostfile)))
+    data = userns_env.tmp / "data"
+    data.mkdir()
+    os.chown(data, 0, 0)
+    os.chmod(data, 0o755)
+    u = userns_env.up(STACK.replace("HOSTFILE", str(hostfile)).replace("DATADIR", str(data)))
     names = ("auto-1", "auto-2", "shared-1", "shared-2")
     u.wait_for(lambda _e: all(re.search(rf"^{n} *\| done$", u.stdout(), re.M) for n in names), timeout=30,
                what="all four started")
@@ -54,6 +59,9 @@ def test_auto_ranges_are_disjoint_per_container_and_freed(userns_env):
     assert len(sys_lines) == 2 and all(line.endswith(" ro") and line != "0 ro" for line in sys_lines), sys_lines
     # the bind-mounted file of host root is the container root's (an idmapped mount)
     assert re.findall(r"^auto-\d *\| owner (\d+)$", u.stdout(), re.M) == ["0", "0"]
+    # `:idmap`: each replica's root wrote into host root's directory, as host root
+    made = list(data.iterdir())
+    assert len(made) == 2 and all((f.stat().st_uid, f.stat().st_gid) == (0, 0) for f in made), made
     record = json.loads((userns_env.tmp / "state" / "userns" / "allocations.json").read_text())
     assert sorted(v["first"] for v in record.values()) == sorted({host[n] for n in names})
     assert all(v["pid"] == u.proc.pid for v in record.values())

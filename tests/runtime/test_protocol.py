@@ -253,11 +253,51 @@ def test_from_service_volumes_named_and_anonymous(tmp_path):
         volumes.named("external1", vroot, create=False)
 
 
+def test_the_idmap_opt_in_reaches_the_mount_spec():
+    from supervisor.runtime.spec import for_run, parse_volume
+
+    svc = Service(name="s", command=("true",), x=ServiceExtras(rootfs="/r", userns=True),
+                  volumes=(Mount(type="bind", source="/h", target="/a", idmap=True), Mount(type="bind", source="/h",
+                           target="/b"), Mount(type="volume", source="v", target="/v")))
+    spec = from_service(svc, id="x", userns_range=(300000, 65536), volumes_dir="/vols")
+    assert [m.idmap for m in spec.mounts] == [True, False, False] and spec.mounts[2].owned
+    assert parse_volume("/h:/c:rw,idmap") == MountSpec(type="bind", source="/h", target="/c", idmap=True)
+    assert parse_volume("/h:/c:idmap,ro,rslave") == MountSpec(type="bind", source="/h", target="/c", idmap=True,
+                                                               read_only=True, propagation="rslave")
+    assert not parse_volume("/h:/c").idmap
+    assert for_run(["true"], rootfs="/r", volumes=("/h:/c:idmap",)).mounts[0].idmap
+    assert ContainerSpec.from_json(spec.to_json()).mounts == spec.mounts
+
+
+def test_idmap_bind_decides_which_binds_are_idmapped():
+    from supervisor.runtime import zygote as Z
+
+    userns = ContainerSpec(id="a", rootfs="/r", argv=["x"], uid_map=((0, 100000, 65536),), idmap=True)
+    privileged = userns.replace(privileged=True)
+    host_rw = MountSpec(type="bind", source="/h", target="/h")
+    host_rw_idmap = host_rw.replace(idmap=True)
+    host_ro_idmap = host_rw.replace(idmap=True, read_only=True)
+    volume = host_rw.replace(owned=True)
+
+    def chosen(spec):
+        return [Z.idmap_bind(spec, m) for m in (host_rw, host_rw_idmap, host_ro_idmap, volume)]
+
+    # a writable host directory only with the opt-in; read-only ones as before
+    assert chosen(userns) == [False, True, True, True]
+    # CAP_SYS_ADMIN inside: a read-only one is not idmapped even with the opt-in (a remount would
+    # make it writable as host root); a writable one with the opt-in gains nothing from a remount
+    assert chosen(privileged) == [False, True, False, True]
+    # no user namespace: nothing is idmapped, the opt-in changes nothing
+    assert chosen(userns.replace(uid_map=())) == [False] * 4
+
+
 def test_run_volume_arguments():
     from supervisor.runtime.run import RunError, split_volume_args
 
     assert split_volume_args(("/h:/c:ro", "data:/d", "logs:/l:ro", "/anon")) == (
         ["/h:/c:ro"], [("data", "/d", ""), ("logs", "/l", "ro")], ["/anon"])
+    # idmap on a named volume: accepted (a volume is idmapped anyway), as in a compose file
+    assert split_volume_args(("/h:/c:idmap", "data:/d:rw,idmap")) == (["/h:/c:idmap"], [("data", "/d", "rw,idmap")], [])
     for bad in ("data:/d:z", "da/ta:/d", "anon", "data:relative"):
         with pytest.raises(RunError):
             split_volume_args((bad,))

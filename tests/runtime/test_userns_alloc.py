@@ -145,6 +145,46 @@ def test_userns_a_filesystem_that_cannot_be_idmapped_is_bound_as_is_with_a_warni
     assert "bind mount /sys/kernel -> /k: its filesystem cannot be idmapped" in r.stderr
 
 
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/bin/busybox"), reason="needs root and busybox")
+def test_userns_a_writable_bind_with_idmap_is_written_as_host_root(scratch, busybox_rootfs):
+    data = scratch / "data"
+    data.mkdir()
+    (data / "owned-by-root").write_text("host\n")
+    for path in (data, data / "owned-by-root"):
+        os.chown(path, 0, 0)
+    os.chmod(data, 0o755)
+    script = ("stat -c %u /d /d/owned-by-root; touch /d/made && echo wrote || echo refused; "
+              "mkdir /d/sub 2>/dev/null && chown 1000:1000 /d/sub && echo chowned || echo no-mkdir")
+    # the opt-in: host root's directory is the container root's, and what it writes is host root's
+    r = _run(scratch, "--rootfs", busybox_rootfs, "-v", f"{data}:/d:rw,idmap", "--", "/bin/sh", "-c", script)
+    if "cannot be idmapped" in r.stderr:
+        pytest.skip(f"this kernel cannot idmap {data}'s filesystem: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["0", "0", "wrote", "chowned"], r.stderr
+    made, sub = os.stat(data / "made"), os.stat(data / "sub")
+    assert (made.st_uid, made.st_gid) == (0, 0)  # host root, not the container's range
+    assert (sub.st_uid, sub.st_gid) == (1000, 1000)  # the container's ids are the host's ids on disk
+    for path in (data / "made", data / "sub"):
+        path.unlink() if path.is_file() else path.rmdir()
+    # without it (today's rule): host ids kept, host root's directory is nobody's and not writable
+    r = _run(scratch, "--rootfs", busybox_rootfs, "-v", f"{data}:/d", "--", "/bin/sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["65534", "65534", "refused", "no-mkdir"], r.stderr
+    assert sorted(os.listdir(data)) == ["owned-by-root"]
+    # CAP_SYS_ADMIN inside changes nothing for a writable opt-in (it is writable as host root anyway) ...
+    r = _run(scratch, "--privileged", "--rootfs", busybox_rootfs, "-v", f"{data}:/d:idmap", "--", "/bin/sh", "-c",
+             "touch /d/made && stat -c %u /d/made")
+    assert r.returncode == 0 and r.stdout.split() == ["0"], r.stderr
+    assert os.stat(data / "made").st_uid == 0
+    # ... but does not lift the read-only rule: `ro,idmap` would be remountable into host root's writes
+    r = _run(scratch, "--privileged", "--rootfs", busybox_rootfs, "-v", f"{data}:/d:ro,idmap", "--", "/bin/sh", "-c",
+             REMOUNT_ALL_RW + "echo changed > /d/owned-by-root; stat -c %u /d/owned-by-root")
+    assert r.returncode == 0 and r.stdout.split() == ["65534"], r.stderr
+    assert (data / "owned-by-root").read_text() == "host\n"
+    assert "read-only and the container holds CAP_SYS_ADMIN" in r.stderr
+
+
 def test_a_shared_range_goes_with_its_last_holder(tmp_path, env):
     f = files(tmp_path, "root:100000:196608\n", "root:100000:196608\n")
     a = U.allocate("service:p/web", holder="p-web-1", environ=env, **f)

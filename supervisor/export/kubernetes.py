@@ -407,12 +407,9 @@ class _Exporter:
                 sysctls.append({"name": key, "value": str(value)})
         if sysctls:
             security["sysctls"] = sysctls
-        userns = svc.x.userns or (svc.userns_mode not in (None, "host"))
-        if svc.userns_mode == "host":
-            userns = False
         path = ("services", name, *(("x-pysup", "userns") if svc.x.userns else ("userns_mode",)))
-        if userns:
-            if any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")):
+        if _wants_userns(svc):
+            if not _host_users_false(svc):
                 self.warn(path, "not with host namespaces: no user namespace")
             else:
                 pod["hostUsers"] = False
@@ -751,7 +748,11 @@ class _Exporter:
                 self.refuse(path, f"bind mount of {m.source}: a path on this host, not on the cluster's nodes; "
                                   "use a named volume, or pass --allow-hostpath to export it as a hostPath volume")
                 return None
-            self.warn(path, f"bind mount of {m.source} exported as hostPath: that path must exist on every node")
+            why = f"bind mount of {m.source} exported as hostPath: that path must exist on every node"
+            if not (m.read_only or m.idmap) and _host_users_false(self.stack.services[name]):
+                why += ("; the pod's user namespace (hostUsers: false) idmaps it, so the container's root "
+                        "writes there as host root, which pysup does only with idmap")
+            self.warn(path, why)
             # m.idmap has no field and needs none: with hostUsers: false the runtime idmaps every
             # volume, hostPath included; without, nothing is idmapped, as under pysup
             return {"name": own, "hostPath": {"path": m.source, "type": "DirectoryOrCreate"
@@ -1000,3 +1001,16 @@ class _Exporter:
         if svc.restart.condition == "on-failure" and name not in self.init_only:
             self.warn((*path, "restart"), "on-failure: exported as a Job (restartPolicy OnFailure): it is done "
                                           "once it exits 0, and has no rolling update")
+
+
+def _wants_userns(svc: Service) -> bool:
+    """The service asks for a user namespace (`userns_mode: host` says no whatever x-pysup says)."""
+    if svc.userns_mode == "host":
+        return False
+    return bool(svc.x.userns) or svc.userns_mode is not None
+
+
+def _host_users_false(svc: Service) -> bool:
+    """The service's pod gets `hostUsers: false`: a user namespace, which Kubernetes refuses beside
+    the host's network, PID or IPC namespace."""
+    return _wants_userns(svc) and "host" not in (svc.network_mode, svc.pid, svc.ipc)

@@ -315,16 +315,27 @@ def test_bind_mounts_are_refused_unless_allowed(export, tmp_path):
 def test_an_idmap_bind_exports_like_any_bind(export):
     """No field to carry: a pod with hostUsers: false gets every volume, hostPath included, through
     an idmapped mount (what the opt-in asks of pysup), and without one nothing is idmapped (as
-    under pysup). So nothing is lost and nothing is warned about."""
+    under pysup). So the manifests are the same; only a writable bind without the opt-in is
+    warned about, being written as host root in the pod where pysup would not."""
     text = ("services: {a: {image: x, restart: always, x-pysup: {userns: auto}, volumes: "
-            '["/srv/data:/data:rw,idmap", {type: bind, source: /srv/logs, target: /logs, x-pysup: {idmap: true}}]}}')
+            '["/srv/data:/data:rw,idmap", {type: bind, source: /srv/logs, target: /logs, x-pysup: {idmap: true}}, '
+            '"/srv/conf:/conf:ro"]}}')
     r = export(text, allow_hostpath=True)
     plain_text = text.replace(",idmap", "").replace(", x-pysup: {idmap: true}", "")
     assert "idmap" not in plain_text
     plain = export(plain_text, allow_hostpath=True)
-    assert r.manifests == plain.manifests and r.warnings == plain.warnings
+    assert r.manifests == plain.manifests
     assert r.pod("a")["hostUsers"] is False
-    assert [v["hostPath"]["path"] for v in r.pod("a")["volumes"]] == ["/srv/data", "/srv/logs"]
+    assert [v["hostPath"]["path"] for v in r.pod("a")["volumes"]] == ["/srv/data", "/srv/logs", "/srv/conf"]
+    as_host_root = "idmaps it, so the container's root writes there as host root, which pysup does only with idmap"
+    assert [w for w in r.warnings if as_host_root in str(w)] == []  # opted in, or read-only
+    flagged = [str(w).split(":")[0] for w in plain.warnings if as_host_root in str(w)]
+    assert flagged == ["services.a.volumes[0]", "services.a.volumes[1]"]
+    # no user namespace beside the host's network: nothing is idmapped, nothing to say
+    no_userns = export(plain_text.replace("restart: always,", "restart: always, network_mode: host,"),
+                       allow_hostpath=True)
+    assert "hostUsers" not in no_userns.pod("a")
+    assert [w for w in no_userns.warnings if as_host_root in str(w)] == []
 
 
 def test_secrets_and_configs(export):

@@ -36,8 +36,11 @@ fi
 [ -x "$python" ] || skip "$python not found (run make setup first)"
 [ "$(uname -m)" = "x86_64" ] || skip "the VM needs an x86_64 host, this is $(uname -m)"
 
-accel=tcg
-if [ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then accel=kvm; fi
+accel="${CG2VM_ACCEL:-auto}"
+if [ "$accel" = auto ]; then
+    accel=tcg
+    if [ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then accel=kvm; fi
+fi
 echo "cgroup v2 tests in a VM ($vm): $accel, $CG2VM_CPUS vCPU; host: $(nproc) CPUs," \
      "$(awk '/MemAvailable/ {printf "%d MB available", $2 / 1024}' /proc/meminfo)," \
      "load $(cut -d' ' -f1-3 /proc/loadavg); about 20 s under emulation (TCG)"
@@ -59,13 +62,16 @@ run_once() {
 
 run_once "$@"
 status=$?
+retried=no
 if [ $status -eq 124 ]; then
     echo "the VM made no progress in ${timeout} s (no test timed out inside it): trying once more"
+    retried=yes
     run_once "$@"
     status=$?
 fi
 case $status in
-    125) skip "the VM did not start (cgroup2-vm exit 125; see its messages above)" ;;
+    125) [ $retried = no ] || { echo "FAIL: the VM stalled, then did not start again"; exit 1; }
+         skip "the VM did not start (cgroup2-vm exit 125; see its messages above)" ;;
     124) echo "FAIL: the VM run timed out twice after ${timeout} s"; exit 1 ;;
     5) echo "FAIL: no cgroup v2 test was collected"; exit 1 ;;
     *) exit $status ;;

@@ -100,9 +100,11 @@ def start_error_path(service: Any, exc: Any) -> tuple | None:
 class LocatedRuntime:
     """The runtime, with a container's start failure naming its service's spec key and where it
     is (file:line:col), like a spec error: `compose.yaml:7:11: services.web.user: user: unable to
-    find user bob ...`. Everything else is the runtime's. The place is looked up in the files as
-    the stack the container was made from read them (`Stack.locate`): an edit that loaded but was
-    not applied does not move the lines of the running stack's errors."""
+    find user bob ...`. Everything else is the runtime's. The place is looked up by the running
+    stack's `Stack.locate`: in the files as they were when that stack was read, and for a service
+    an edit left as it was (its new image still downloading) in the files its definition came
+    from; a save that loaded but was not applied does not move them. (An old replica that restarts
+    during a rolling update is located in the new files.)"""
 
     def __init__(self, runtime: Any, started_from: dict[str, Any]):
         self._runtime = runtime
@@ -155,6 +157,8 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
         cid = replica.container_id
         if not userns.wanted(replica.service):
             return None
+        # Kept when its container's cgroup could not be removed (Replica.removed_hooks): a replica
+        # that gets the same id again then shares that range, as it does that cgroup.
         if cid not in userns_ranges:
             userns_ranges[cid], give_back = userns.range_for(project, replica.service, cid, environ=environ)
 
@@ -196,10 +200,10 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
             spec = _attrs.evolve(spec, mounts=spec.mounts + extra)
         files.add("containers", replica.container_id)
         files.add("cgroups", replica.cgroup)
-        if started_from is not None:
-            started_from[replica.container_id] = (service, stack.locate)
         if network is not None:  # supervisor.net.stack.StackNetwork: join the replica's prepared netns
             spec = network.decorate(replica, spec)
+        if started_from is not None:  # last: the start follows at once
+            started_from[replica.container_id] = (service, stack.locate)
         return spec
 
     return make

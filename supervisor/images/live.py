@@ -117,14 +117,18 @@ class LiveImages:
                     held[name] = held[dep]
                     waiting = True
         services = {}
+        kept: set[str] = set()
         for name, service in stack.services.items():
             if name in held:
                 old = self.applied.services.get(name)
                 if old is not None:
                     services[name] = old  # keeps running as it is
+                    kept.add(name)
                 continue
             services[name] = service
-        desired = effective_stack(attrs.evolve(stack, services=services), self.store)
+        # a kept definition's keys are where the files it was read from had them
+        locate = _locate_kept(self.applied.locate, kept, stack.locate) if kept else stack.locate
+        desired = effective_stack(attrs.evolve(stack, services=services, locate=locate), self.store)
         if held:
             log.info("reload.waiting_for_images", services=sorted(held), images=sorted(set(held.values())))
         # while a held service's pull runs, the stack is not done even if every replica has ended
@@ -142,8 +146,9 @@ class LiveImages:
     async def _pull(self, image: str, registries: Any) -> None:
         services = lambda: sorted(n for n, s in self.newest.services.items() if s.image == image)  # noqa: E731
         log.info("image.pulling", image=image, services=services())
+        scope = self._pulling[image]
         try:
-            with self._pulling[image] as scope:
+            with scope:
                 if self._client is not None:
                     client = self._client(registries)
                 else:
@@ -157,15 +162,34 @@ class LiveImages:
             if scope.cancelled_caught:  # the store keeps nothing half-written of it
                 log.info("image.pull_cancelled", image=image, reason="no service of the spec uses it any more")
         except (PysupError, OSError) as exc:
-            names = services()
-            self._failed[image] = str(exc)
-            log.error("image.pull_failed", image=image, services=names, error=str(exc))
-            why = str(exc).removeprefix(f"image {image}: ")
-            print(f"pysup: cannot pull image {image} for service{'s' if len(names) > 1 else ''} "
-                  f"{', '.join(names) or '?'}: {why}; keeping the running state", file=sys.stderr, flush=True)
+            if scope.cancel_called:  # a layer's error that raced the cancel: nothing wants it now
+                log.info("image.pull_cancelled", image=image, reason="no service of the spec uses it any more")
+            else:
+                names = services()
+                self._failed[image] = str(exc)
+                log.error("image.pull_failed", image=image, services=names, error=str(exc))
+                why = str(exc).removeprefix(f"image {image}: ")
+                print(f"pysup: cannot pull image {image} for service{'s' if len(names) > 1 else ''} "
+                      f"{', '.join(names) or '?'}: {why}; keeping the running state", file=sys.stderr, flush=True)
         finally:
             self._pulling.pop(image, None)
             self.pulls += 1
             self._pull_ended.set()
             self._pull_ended = trio.Event()
         self._apply()
+
+
+def _locate_kept(old: Any, kept: set[str], new: Any) -> Any:
+    """A `Stack.locate` for a stack of the newest files that keeps the services `kept` as they
+    were: their keys are located by `old` (the files they were read from), the rest by `new`."""
+    if old is None and new is None:
+        return None
+
+    def locate(problems: Any) -> tuple:
+        out = []
+        for p in problems:
+            by = old if len(p.path) > 1 and p.path[0] == "services" and p.path[1] in kept else new
+            out.append(by([p])[0] if by is not None else p)
+        return tuple(out)
+
+    return locate

@@ -149,7 +149,7 @@ class Replica:
                             emptied = True
                         if not emptied:
                             log.error("replica.cgroup_not_removed", cgroup=self.cgroup,
-                                      error="its processes did not end within 15 s")
+                                      error="its removal did not end within 15 s")
                     except PysupError as exc:
                         log.error("replica.cgroup_not_removed", cgroup=self.cgroup, error=str(exc))
                     if self.kept is not None:

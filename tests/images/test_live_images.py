@@ -160,3 +160,72 @@ async def test_a_pull_no_edit_needs_any_more_is_called_off(tmp_path):
         await gate.wait_pulls(3)
         assert set(sup.submitted[-1].services) == {"a", "c", "d"}
         n.cancel_scope.cancel()
+
+
+def tagged(s: Stack, tag: str) -> Stack:
+    """`s` with a locator that says which files (`tag`) located a problem."""
+    from supervisor.errors import Problem
+
+    return attrs.evolve(s, locate=lambda ps: tuple(Problem(p.message, path=p.path, file=tag) for p in ps))
+
+
+async def test_a_kept_definition_is_located_in_the_files_it_was_read_from(tmp_path):
+    from supervisor.errors import Problem
+    from supervisor.images.store import ImageStore
+
+    sup = Sup(tagged(stack(a="a:1", b="b:1"), "old"))
+    client = Client()
+    store = ImageStore(str(tmp_path / "store"))
+    have(store, "a:1"), have(store, "b:1")
+    gate = LiveImages(sup, store=store, client=client)
+    gate.applied = sup.stack
+    async with trio.open_nursery() as n:
+        await n.start(gate.run)
+        gate.submit(tagged(stack(a="a:1", b="b:2"), "new"))  # b keeps b:1 while b:2 downloads
+        await trio.testing.wait_all_tasks_blocked()
+        handed = sup.submitted[-1]
+        assert handed.services["b"].image == "b:1"
+
+        def where(*path):
+            return handed.locate([Problem("x", path=path)])[0].file
+
+        assert (where("services", "b", "user"), where("services", "a", "user"), where("networks")) == \
+               ("old", "new", "new")
+        client.release.setdefault("b:2", trio.Event()).set()
+        await gate.wait_pulls(1)
+        assert sup.submitted[-1].services["b"].image == "b:2"
+        assert sup.submitted[-1].locate([Problem("x", path=("services", "b", "user"))])[0].file == "new"
+        n.cancel_scope.cancel()
+
+
+class RacingClient(Client):
+    """A pull whose layer fails as it is called off: the error, not the cancellation, comes out."""
+
+    async def pull(self, ref, store):
+        self.pulled.append(ref)
+        try:
+            await self.release.setdefault(ref, trio.Event()).wait()
+        except trio.Cancelled:
+            raise RegistryError(f"image {ref}: layer sha256:0: truncated") from None
+        return have(store, ref)
+
+
+async def test_a_called_off_pull_that_fails_as_it_ends_is_not_a_failure(tmp_path, capsys):
+    from supervisor.images.store import ImageStore
+
+    sup = Sup(stack(a="a:1"))
+    client = RacingClient()
+    store = ImageStore(str(tmp_path / "store"))
+    have(store, "a:1")
+    gate = LiveImages(sup, store=store, client=client)
+    async with trio.open_nursery() as n:
+        await n.start(gate.run)
+        gate.submit(stack(a="a:1", c="c:1"))
+        await trio.testing.wait_all_tasks_blocked()
+        gate.submit(stack(a="a:1"))
+        await gate.wait_pulls(1)
+        assert "cannot pull" not in capsys.readouterr().err
+        gate.submit(stack(a="a:1", c="c:1"))  # not remembered as failed: pulled again
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.pulled == ["c:1", "c:1"]
+        n.cancel_scope.cancel()

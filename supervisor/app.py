@@ -157,16 +157,15 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
         cid = replica.container_id
         if not userns.wanted(replica.service):
             return None
-        # Kept when its container's cgroup could not be removed (Replica.removed_hooks): a replica
-        # that gets the same id again then shares that range, as it does that cgroup.
         if cid not in userns_ranges:
             userns_ranges[cid], give_back = userns.range_for(project, replica.service, cid, environ=environ)
 
-            def release() -> None:
+            def release(kept_by: list[int] | None = None) -> None:
                 userns_ranges.pop(cid, None)
-                give_back()
+                give_back(kept_by or ())
 
-            replica.removed_hooks.append(release)  # freed when the container is removed for good
+            replica.removed_hooks.append(release)  # freed when the container is removed for good,
+            replica.kept_hooks.append(release)  # or kept for what of it would not stop
         return userns_ranges[cid]
 
     def make(replica: Replica):

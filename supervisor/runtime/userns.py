@@ -9,7 +9,10 @@ systemd's dynamic users).
 
 Allocations are recorded in `<state root>/userns/allocations.json` (flock'd, rewritten atomically)
 with the owning process (pid and start time): `release(container)` frees one; an allocation whose
-owner is gone (a crashed `pysup run` or supervisor) is reclaimed by the next `allocate`.
+owner is gone (a crashed `pysup run` or supervisor) is reclaimed by the next `allocate`. A
+container whose processes could not all be stopped (stuck in the kernel) hands its range over to
+them (`release(container, kept_by=pids)`): it stays taken, under a name of its own
+(`kept:<container>:<pid>`), until they are gone, whoever the owner was.
 
     first, count = allocate("web-1")      # (1500000000, 65536)
     ...
@@ -23,7 +26,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import paths
@@ -99,8 +102,16 @@ def _start_time(pid: int) -> int | None:
 
 
 def _alive(entry: Mapping[str, Any]) -> bool:
+    """Is the range in use: its owner (pid and start time) runs, or a process it was kept for?"""
     pid, start = entry.get("pid"), entry.get("start")
-    return isinstance(pid, int) and start is not None and _start_time(pid) == start
+    if isinstance(pid, int) and start is not None and _start_time(pid) == start:
+        return True
+    return bool(_live_keepers(entry))
+
+
+def _live_keepers(entry: Mapping[str, Any]) -> list[dict[str, int]]:
+    return [k for k in entry.get("keepers", ()) if isinstance(k, dict) and isinstance(k.get("pid"), int)
+            and _start_time(k["pid"]) == k.get("start")]
 
 
 class _Record:
@@ -177,14 +188,21 @@ def allocate(container: str, *, size: int = SIZE, environ: Mapping[str, str] | N
                           f"{', '.join(f'{f}+{c}' for f, c in ranges)}; {len(data)} in use)")
 
 
-def release(container: str, *, environ: Mapping[str, str] | None = None, holder: str | None = None) -> None:
+def release(container: str, *, environ: Mapping[str, str] | None = None, holder: str | None = None,
+            kept_by: Sequence[int] = ()) -> None:
     """Free the range of `container` (missing is fine); with `holder`, only that holder's share:
-    the range goes with its last holder."""
+    the range goes with its last holder. `kept_by`: processes of the container that could not be
+    stopped (stuck in the kernel) and so still run with its ids: the range stays taken until they
+    are gone (a container given it meanwhile could reach their files, and they its), under a name
+    of its own so that `container` can be allocated a new one."""
     rec = _Record(environ)
     with rec as data:
         entry = data.get(container)
         if entry is None:
             return
+        keepers = [{"pid": pid, "start": start} for pid in kept_by if (start := _start_time(pid)) is not None]
+        if keepers:
+            entry["keepers"] = [*entry.get("keepers", ()), *keepers]
         if holder is not None and "holders" in entry:
             if holder in entry["holders"]:
                 entry["holders"].remove(holder)
@@ -192,6 +210,10 @@ def release(container: str, *, environ: Mapping[str, str] | None = None, holder:
                 rec.save()
                 return
         del data[container]
+        live = _live_keepers(entry)
+        if live:
+            data[f"kept:{container}:{live[0]['pid']}"] = {
+                "first": entry["first"], "count": entry["count"], "source": entry.get("source"), "keepers": live}
         rec.save()
 
 
@@ -217,15 +239,16 @@ def per_container(service: Any) -> bool:
 def range_for(project: str, service: Any, container: str, *, environ: Mapping[str, str] | None = None) -> tuple[
         tuple[int, int], Any]:
     """The host range of one container of a `pysup up` stack, and the call that gives it back
-    (when the container is removed): `auto` allocates `container` its own; otherwise the
-    service's range (`<project>/<service>`) is joined."""
+    (when the container is removed; `kept_by` its processes that would not stop): `auto`
+    allocates `container` its own; otherwise the service's range (`<project>/<service>`) is
+    joined."""
     if per_container(service):
         name, holder = container, None
     else:
         name, holder = f"service:{project}/{service.name}", container
     got = allocate(name, environ=environ, holder=holder)
 
-    def give_back() -> None:
-        release(name, environ=environ, holder=holder)
+    def give_back(kept_by: Sequence[int] = ()) -> None:
+        release(name, environ=environ, holder=holder, kept_by=kept_by)
 
     return got, give_back

@@ -28,6 +28,10 @@ class Cgroups(Protocol):
 
     def procs_files(self, path: str) -> tuple[str, ...]: ...
 
+    def procs(self, path: str) -> list[int]:
+        """The processes in the cgroup and below it ([] when it is gone)."""
+        ...
+
     async def kill(self, path: str, sig: int = signal.SIGKILL) -> None:
         """Signal every process in the cgroup (SIGKILL: none escapes by forking)."""
         ...
@@ -74,6 +78,9 @@ class ManagerCgroups:
 
     def procs_files(self, path: str) -> tuple[str, ...]:
         return tuple(self.manager.procs_files(path))
+
+    def procs(self, path: str) -> list[int]:
+        return self.manager.procs(path)
 
     async def kill(self, path: str, sig: int = signal.SIGKILL) -> None:
         try:

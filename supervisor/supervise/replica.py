@@ -80,6 +80,9 @@ class Replica:
         # Run once when the replica is gone for good and none of its processes is left (its
         # cgroup removed): they give back what the container used (user namespace ids, ...).
         self.removed_hooks: list[Callable[[], None]] = []
+        # Instead, when its cgroup could not be removed: with the pids still in it (stuck in the
+        # kernel), which go on using what the container had (its user namespace's ids).
+        self.kept_hooks: list[Callable[[list[int]], None]] = []
         self.status = ReplicaStatus(service.name, index, self.container_id)
         self.tracker = RestartTracker(service.restart, backoff or Backoff(),
                                       restart_on_unhealthy=service.x.restart_on_unhealthy)
@@ -154,14 +157,20 @@ class Replica:
                         log.error("replica.cgroup_not_removed", cgroup=self.cgroup, error=str(exc))
                     if self.kept is not None:
                         self.kept.close()
-                    hooks, self.removed_hooks = self.removed_hooks, []
-                    if not emptied and hooks:
+                    hooks: list[Callable[[], None]] = self.removed_hooks
+                    if not emptied:
                         # A process of the container may still run (stuck in the kernel): what it
-                        # uses stays taken (a user namespace's host ids given to another container
-                        # would let it reach this one's files). The project's clean-up at exit, or
-                        # the next `pysup up`'s leftover sweep, removes the cgroup.
-                        log.warning("replica.resources_kept", cgroup=self.cgroup, count=len(hooks))
-                        hooks = []
+                        # uses stays taken while it does (a user namespace's host ids given to
+                        # another container would let it reach this one's files). The project's
+                        # clean-up at exit, or the next `pysup up`'s leftover sweep, removes the cgroup.
+                        try:
+                            pids = self.cgroups.procs(self.cgroup)
+                        except Exception:  # noqa: BLE001 - unreadable: keep nothing, as if empty
+                            pids = []
+                        if pids:
+                            log.warning("replica.resources_kept", cgroup=self.cgroup, pids=pids)
+                            hooks = [functools.partial(h, pids) for h in self.kept_hooks]
+                    self.removed_hooks, self.kept_hooks = [], []
                     for hook in hooks:
                         try:
                             hook()

@@ -65,6 +65,35 @@ def test_a_dead_owners_range_is_reclaimed(tmp_path, env):
     assert list(U.allocations(env)) == ["pysup-test-new"]
 
 
+def test_a_range_is_kept_for_the_processes_that_would_not_stop(tmp_path, env):
+    """release(kept_by=pids): the range stays taken, under a name of its own, until those
+    processes are gone, even once its owner has exited; the container's name is free again."""
+    f = files(tmp_path, "root:100000:196608\n", "root:100000:196608\n")
+    stuck = subprocess.Popen([sys.executable, "-S", "-c", "import time; time.sleep(60)"])
+    try:
+        a = U.allocate("pysup-test-a", environ=env, **f)
+        U.release("pysup-test-a", environ=env, kept_by=[stuck.pid, 999999999])  # the gone one is dropped
+        assert list(U.allocations(env)) == [f"kept:pysup-test-a:{stuck.pid}"]
+        again = U.allocate("pysup-test-a", environ=env, **f)  # a reused id: a new range
+        assert again != a
+        U.release("pysup-test-a", environ=env)
+        assert U.allocate("pysup-test-b", environ=env, **f) != a  # still taken: never handed out
+        # a shared (per-service) range: the last holder leaving with a stuck process keeps it too
+        s = U.allocate("service:p/web", holder="p-web-1", environ=env, **f)
+        U.allocate("service:p/web", holder="p-web-2", environ=env, **f)
+        U.release("service:p/web", holder="p-web-1", environ=env, kept_by=[stuck.pid])
+        U.release("service:p/web", holder="p-web-2", environ=env)  # the last holder
+        assert sorted(U.allocations(env)) == sorted([f"kept:pysup-test-a:{stuck.pid}", "pysup-test-b",
+                                                     f"kept:service:p/web:{stuck.pid}"])
+        assert {U.allocations(env)[f"kept:service:p/web:{stuck.pid}"]["first"]} == {s[0]}
+    finally:
+        stuck.kill()
+        stuck.wait()
+    U.release("pysup-test-b", environ=env)
+    assert U.allocate("pysup-test-c", environ=env, **f) == a  # the processes are gone: reclaimed
+    assert list(U.allocations(env)) == ["pysup-test-c"]
+
+
 def test_the_reserved_range_when_root_has_none(tmp_path, env):
     f = files(tmp_path, "", "")
     first, count = U.allocate("pysup-test-r", environ=env, **f)

@@ -157,6 +157,9 @@ class FakeCgroups:
         await self.kill(path)
         self.live.discard(path)
 
+    def procs(self, path: str) -> list[int]:
+        return []  # the fake's processes are gone once it is removed
+
     def oom_kills(self, path: str) -> int:
         return self.oom.get(path, 0)
 

@@ -330,35 +330,39 @@ async def test_replica_run_is_started_once_its_container_runs_or_its_first_start
 
 @pytest.mark.parametrize("failure", ["timeout", "error"])
 async def test_what_a_container_used_is_kept_while_its_cgroup_is_not_gone(tmp_path, autojump_clock, failure):
-    """A cgroup that cannot be removed may still hold a process of the container (stuck in the
-    kernel): its removed hooks (which give back its user namespace's host ids) do not run."""
+    """A cgroup that cannot be removed may still hold processes of the container (stuck in the
+    kernel): its kept hooks get their pids (the user namespace's ids are handed over to them)
+    instead of its removed hooks; with no process left in it, the removed hooks run."""
     from supervisor.errors import CgroupError
 
     st = stack(tmp_path, """
     services:
       ok: {command: [x]}
       stuck: {command: [x]}
+      empty: {command: [x]}
     """)
-    rt = FakeRuntime({"ok": forever(), "stuck": forever()})
+    rt = FakeRuntime({"ok": forever(), "stuck": forever(), "empty": forever()})
     cg = FakeCgroups(rt)
     real_remove = cg.remove
 
     async def remove(path):
         await real_remove(path)
-        if "stuck" in path:
+        if "stuck" in path or "empty" in path:
             if failure == "timeout":
-                await trio.sleep_forever()  # never empties: the replica gives up after 15 s
+                await trio.sleep_forever()  # never ends: the replica gives up after 15 s
             raise CgroupError("rmdir: busy", path=path, operation="remove")
 
     cg.remove = remove
-    released = []
+    cg.procs = lambda path: [4242, 4243] if "stuck" in path else []
+    released, kept = [], []
 
     def spec(replica):
         if not replica.removed_hooks:
             replica.removed_hooks.append(lambda: released.append(replica.service.name))
+            replica.kept_hooks.append(lambda pids: kept.append((replica.service.name, pids)))
         return make_spec(replica)
 
     sup = StackSupervisor(st, runtime=rt, cgroups=cg, make_spec=spec)
     await run_for(sup, 5)
-    assert released == ["ok"]
-    assert all(r.removed_hooks == [] for r in sup.all_replicas())  # dropped, never run later
+    assert sorted(released) == ["empty", "ok"] and kept == [("stuck", [4242, 4243])]
+    assert all(r.removed_hooks == r.kept_hooks == [] for r in sup.all_replicas())  # never run again

@@ -145,8 +145,9 @@ class LiveImages:
 
     async def _pull(self, image: str, registries: Any) -> None:
         services = lambda: sorted(n for n, s in self.newest.services.items() if s.image == image)  # noqa: E731
-        log.info("image.pulling", image=image, services=services())
         scope = self._pulling[image]
+        if not scope.cancel_called:  # an edit may have called it off before it began
+            log.info("image.pulling", image=image, services=services())
         try:
             with scope:
                 if self._client is not None:

@@ -182,15 +182,22 @@ class LiveImages:
 
 def _locate_kept(old: Any, kept: set[str], new: Any) -> Any:
     """A `Stack.locate` for a stack of the newest files that keeps the services `kept` as they
-    were: their keys are located by `old` (the files they were read from), the rest by `new`."""
-    if old is None and new is None:
-        return None
+    were: their keys are located by the locator that located them in `old` (the files they were
+    read from), the rest by `new`. Flat: a locator made from another one refers to the files'
+    own locators, not to it, so saves during a long pull do not pile up older locators."""
+    inner = getattr(old, "by_service", None)
+    origins = {name: (inner.get(name, old.base) if inner is not None else old) for name in kept}
+    origins = {name: by for name, by in origins.items() if by is not new}
+    if not origins:
+        return new
 
     def locate(problems: Any) -> tuple:
         out = []
         for p in problems:
-            by = old if len(p.path) > 1 and p.path[0] == "services" and p.path[1] in kept else new
+            by = origins.get(p.path[1], new) if len(p.path) > 1 and p.path[0] == "services" else new
             out.append(by([p])[0] if by is not None else p)
         return tuple(out)
 
+    locate.by_service = origins  # type: ignore[attr-defined]
+    locate.base = new  # type: ignore[attr-defined]
     return locate

@@ -12,7 +12,7 @@ with the owning process (pid and start time): `release(container)` frees one; an
 owner is gone (a crashed `pysup run` or supervisor) is reclaimed by the next `allocate`. A
 container whose processes could not all be stopped (stuck in the kernel) hands its range over to
 them (`release(container, kept_by=pids)`): it stays taken, under a name of its own
-(`kept:<container>:<pid>`), until they are gone, whoever the owner was.
+(`kept:<container>:<first id>`), until they are gone, whoever the owner was.
 
     first, count = allocate("web-1")      # (1500000000, 65536)
     ...
@@ -101,17 +101,41 @@ def _start_time(pid: int) -> int | None:
         return None
 
 
-def _alive(entry: Mapping[str, Any]) -> bool:
-    """Is the range in use: its owner (pid and start time) runs, or a process it was kept for?"""
+def _owner_alive(entry: Mapping[str, Any]) -> bool:
     pid, start = entry.get("pid"), entry.get("start")
-    if isinstance(pid, int) and start is not None and _start_time(pid) == start:
-        return True
-    return bool(_live_keepers(entry))
+    return isinstance(pid, int) and start is not None and _start_time(pid) == start
 
 
 def _live_keepers(entry: Mapping[str, Any]) -> list[dict[str, int]]:
-    return [k for k in entry.get("keepers", ()) if isinstance(k, dict) and isinstance(k.get("pid"), int)
-            and _start_time(k["pid"]) == k.get("start")]
+    """The processes (pid and start time) the range was kept for that still run."""
+    keepers = entry.get("keepers")
+    if not isinstance(keepers, list):
+        return []
+    return [k for k in keepers if isinstance(k, dict) and isinstance(k.get("pid"), int)
+            and k.get("start") is not None and _start_time(k["pid"]) == k["start"]]
+
+
+def _keep(data: dict[str, Any], name: str, entry: Mapping[str, Any], keepers: list[dict[str, int]]) -> None:
+    """Record `entry`'s range as held by `keepers` alone, under a name no allocation asks for and
+    no other kept range has (ranges never overlap: the first id tells them apart)."""
+    data[f"kept:{name}:{entry['first']}"] = {"first": entry["first"], "count": entry["count"],
+                                             "source": entry.get("source"), "keepers": keepers}
+
+
+def _reclaim(data: dict[str, Any]) -> None:
+    """Drop the ranges nothing uses any more. One whose owner died (a crashed pysup) while
+    processes it was kept for still run stays theirs, under a `kept:` name, so that its own name
+    (a service's shared range) can be allocated anew."""
+    for name in list(data):
+        entry = data[name]
+        if _owner_alive(entry):
+            continue
+        live = _live_keepers(entry)
+        if name.startswith("kept:") and live:
+            continue
+        del data[name]
+        if live:
+            _keep(data, name, entry, live)
 
 
 class _Record:
@@ -157,8 +181,7 @@ def allocate(container: str, *, size: int = SIZE, environ: Mapping[str, str] | N
     pid = owner_pid or os.getpid()
     rec = _Record(environ)
     with rec as data:
-        for name in [n for n, e in data.items() if not _alive(e)]:
-            del data[name]  # the owner died without releasing: reclaimed
+        _reclaim(data)  # owners that died without releasing
         entry = data.get(container)
         if entry is not None and holder is not None and "holders" in entry and entry.get("pid") == pid:
             if holder not in entry["holders"]:
@@ -212,8 +235,7 @@ def release(container: str, *, environ: Mapping[str, str] | None = None, holder:
         del data[container]
         live = _live_keepers(entry)
         if live:
-            data[f"kept:{container}:{live[0]['pid']}"] = {
-                "first": entry["first"], "count": entry["count"], "source": entry.get("source"), "keepers": live}
+            _keep(data, container, entry, live)
         rec.save()
 
 

@@ -165,11 +165,13 @@ class Replica:
                         # clean-up at exit, or the next `pysup up`'s leftover sweep, removes the cgroup.
                         try:
                             pids = self.cgroups.procs(self.cgroup)
-                        except Exception:  # noqa: BLE001 - unreadable: keep nothing, as if empty
-                            pids = []
-                        if pids:
-                            log.warning("replica.resources_kept", cgroup=self.cgroup, pids=pids)
-                            hooks = [functools.partial(h, pids) for h in self.kept_hooks]
+                        except Exception as exc:  # noqa: BLE001 - unknown: give nothing back
+                            log.warning("replica.resources_kept", cgroup=self.cgroup, error=str(exc))
+                            hooks = []
+                        else:
+                            if pids:
+                                log.warning("replica.resources_kept", cgroup=self.cgroup, pids=pids)
+                                hooks = [functools.partial(h, pids) for h in self.kept_hooks]
                     self.removed_hooks, self.kept_hooks = [], []
                     for hook in hooks:
                         try:

@@ -191,10 +191,14 @@ async def test_a_kept_definition_is_located_in_the_files_it_was_read_from(tmp_pa
 
         assert (where("services", "b", "user"), where("services", "a", "user"), where("networks")) == \
                ("old", "new", "new")
+        gate.submit(tagged(stack(a="a:1", b="b:2"), "newer"))  # saved again while b:2 downloads
+        handed = sup.submitted[-1]
+        assert (where("services", "b", "user"), where("services", "a", "user")) == ("old", "newer")
+        assert handed.locate.by_service["b"] is sup.submitted[0].locate.by_service["b"]  # flat: no chain
         client.release.setdefault("b:2", trio.Event()).set()
         await gate.wait_pulls(1)
         assert sup.submitted[-1].services["b"].image == "b:2"
-        assert sup.submitted[-1].locate([Problem("x", path=("services", "b", "user"))])[0].file == "new"
+        assert sup.submitted[-1].locate([Problem("x", path=("services", "b", "user"))])[0].file == "newer"
         n.cancel_scope.cancel()
 
 

@@ -68,28 +68,40 @@ def test_a_dead_owners_range_is_reclaimed(tmp_path, env):
 def test_a_range_is_kept_for_the_processes_that_would_not_stop(tmp_path, env):
     """release(kept_by=pids): the range stays taken, under a name of its own, until those
     processes are gone, even once its owner has exited; the container's name is free again."""
-    f = files(tmp_path, "root:100000:196608\n", "root:100000:196608\n")
+    f = files(tmp_path, "root:100000:393216\n", "root:100000:393216\n")
     stuck = subprocess.Popen([sys.executable, "-S", "-c", "import time; time.sleep(60)"])
     try:
         a = U.allocate("pysup-test-a", environ=env, **f)
         U.release("pysup-test-a", environ=env, kept_by=[stuck.pid, 999999999])  # the gone one is dropped
-        assert list(U.allocations(env)) == [f"kept:pysup-test-a:{stuck.pid}"]
-        again = U.allocate("pysup-test-a", environ=env, **f)  # a reused id: a new range
+        assert list(U.allocations(env)) == [f"kept:pysup-test-a:{a[0]}"]
+        # a reused id (same name, same cgroup, the stuck process still in it): a new range, kept too
+        again = U.allocate("pysup-test-a", environ=env, **f)
         assert again != a
-        U.release("pysup-test-a", environ=env)
-        assert U.allocate("pysup-test-b", environ=env, **f) != a  # still taken: never handed out
-        # a shared (per-service) range: the last holder leaving with a stuck process keeps it too
+        U.release("pysup-test-a", environ=env, kept_by=[stuck.pid])
+        assert sorted(U.allocations(env)) == [f"kept:pysup-test-a:{a[0]}", f"kept:pysup-test-a:{again[0]}"]
+        b = U.allocate("pysup-test-b", environ=env, **f)
+        assert b not in (a, again)  # both still taken: never handed out
+        # a shared (per-service) range: a holder leaving with a stuck process keeps it for that
+        # process even after the last holder left, or after the pysup that owned it died
         s = U.allocate("service:p/web", holder="p-web-1", environ=env, **f)
         U.allocate("service:p/web", holder="p-web-2", environ=env, **f)
         U.release("service:p/web", holder="p-web-1", environ=env, kept_by=[stuck.pid])
         U.release("service:p/web", holder="p-web-2", environ=env)  # the last holder
-        assert sorted(U.allocations(env)) == sorted([f"kept:pysup-test-a:{stuck.pid}", "pysup-test-b",
-                                                     f"kept:service:p/web:{stuck.pid}"])
-        assert {U.allocations(env)[f"kept:service:p/web:{stuck.pid}"]["first"]} == {s[0]}
+        assert U.allocations(env)[f"kept:service:p/web:{s[0]}"]["keepers"][0]["pid"] == stuck.pid
+        p = subprocess.run([sys.executable, "-S", "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        d = U.allocate("service:p/db", holder="p-db-1", environ=env, owner_pid=int(p.stdout), **f)
+        data = json.loads(Path(env["PYSUP_STATE_DIR"], "userns", "allocations.json").read_text())
+        data["service:p/db"]["keepers"] = [{"pid": stuck.pid, "start": U._start_time(stuck.pid)}]
+        Path(env["PYSUP_STATE_DIR"], "userns", "allocations.json").write_text(json.dumps(data))
+        # its owner died (pysup killed), the stuck holder's process runs: the next run's replicas
+        # get a new range for the service, and the old one stays the stuck process's
+        d2 = U.allocate("service:p/db", holder="p-db-1", environ=env, **f)
+        assert d2 != d and f"kept:service:p/db:{d[0]}" in U.allocations(env)
     finally:
         stuck.kill()
         stuck.wait()
     U.release("pysup-test-b", environ=env)
+    U.release("service:p/db", holder="p-db-1", environ=env)
     assert U.allocate("pysup-test-c", environ=env, **f) == a  # the processes are gone: reclaimed
     assert list(U.allocations(env)) == ["pysup-test-c"]
 

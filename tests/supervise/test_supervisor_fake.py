@@ -332,7 +332,8 @@ async def test_replica_run_is_started_once_its_container_runs_or_its_first_start
 async def test_what_a_container_used_is_kept_while_its_cgroup_is_not_gone(tmp_path, autojump_clock, failure):
     """A cgroup that cannot be removed may still hold processes of the container (stuck in the
     kernel): its kept hooks get their pids (the user namespace's ids are handed over to them)
-    instead of its removed hooks; with no process left in it, the removed hooks run."""
+    instead of its removed hooks; with no process left in it, the removed hooks run; when what
+    is left cannot be read, neither runs (nothing is given back)."""
     from supervisor.errors import CgroupError
 
     st = stack(tmp_path, """
@@ -340,20 +341,26 @@ async def test_what_a_container_used_is_kept_while_its_cgroup_is_not_gone(tmp_pa
       ok: {command: [x]}
       stuck: {command: [x]}
       empty: {command: [x]}
+      unreadable: {command: [x]}
     """)
-    rt = FakeRuntime({"ok": forever(), "stuck": forever(), "empty": forever()})
+    rt = FakeRuntime({"ok": forever(), "stuck": forever(), "empty": forever(), "unreadable": forever()})
     cg = FakeCgroups(rt)
     real_remove = cg.remove
 
     async def remove(path):
         await real_remove(path)
-        if "stuck" in path or "empty" in path:
+        if "ok" not in path:
             if failure == "timeout":
                 await trio.sleep_forever()  # never ends: the replica gives up after 15 s
             raise CgroupError("rmdir: busy", path=path, operation="remove")
 
     cg.remove = remove
-    cg.procs = lambda path: [4242, 4243] if "stuck" in path else []
+    def procs(path):
+        if "unreadable" in path:
+            raise CgroupError("cgroup.procs: I/O error", path=path, operation="read")
+        return [4242, 4243] if "stuck" in path else []
+
+    cg.procs = procs
     released, kept = [], []
 
     def spec(replica):

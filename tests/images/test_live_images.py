@@ -65,14 +65,20 @@ def have(store, ref):
     return store.add_image(r.name, r.tag, layers=[], config={}, digest="sha256:0", source=ref)
 
 
-async def test_an_edit_is_applied_at_once_less_the_services_waiting_for_a_pull(tmp_path, capsys):
+def gate_for(tmp_path, running: Stack, client: Client | None = None):
+    """A gate over a fake supervisor running `running`, whose images were pulled at start-up."""
     from supervisor.images.store import ImageStore
 
-    sup = Sup(stack(a="a:1", b="b:1"))
-    client = Client()
+    sup = Sup(running)
     store = ImageStore(str(tmp_path / "store"))
-    have(store, "a:1"), have(store, "b:1")  # what runs was pulled at start-up
-    gate = LiveImages(sup, store=store, client=client)
+    for service in running.services.values():
+        have(store, service.image)
+    client = client or Client()
+    return sup, client, store, LiveImages(sup, store=store, client=client)
+
+
+async def test_an_edit_is_applied_at_once_less_the_services_waiting_for_a_pull(tmp_path, capsys):
+    sup, client, store, gate = gate_for(tmp_path, stack(a="a:1", b="b:1"))
     async with trio.open_nursery() as n:
         await n.start(gate.run)
         # b changes image, c is added: both wait for their pulls; a (unchanged, even with `always`) is not pulled
@@ -133,13 +139,7 @@ async def test_an_edit_is_applied_at_once_less_the_services_waiting_for_a_pull(t
 
 
 async def test_a_pull_no_edit_needs_any_more_is_called_off(tmp_path):
-    from supervisor.images.store import ImageStore
-
-    sup = Sup(stack(a="a:1"))
-    client = Client()
-    store = ImageStore(str(tmp_path / "store"))
-    have(store, "a:1")
-    gate = LiveImages(sup, store=store, client=client)
+    sup, client, store, gate = gate_for(tmp_path, stack(a="a:1"))
     async with trio.open_nursery() as n:
         await n.start(gate.run)
         gate.submit(stack(a="a:1", c="c:1", d="d:1"))
@@ -171,14 +171,7 @@ def tagged(s: Stack, tag: str) -> Stack:
 
 async def test_a_kept_definition_is_located_in_the_files_it_was_read_from(tmp_path):
     from supervisor.errors import Problem
-    from supervisor.images.store import ImageStore
-
-    sup = Sup(tagged(stack(a="a:1", b="b:1"), "old"))
-    client = Client()
-    store = ImageStore(str(tmp_path / "store"))
-    have(store, "a:1"), have(store, "b:1")
-    gate = LiveImages(sup, store=store, client=client)
-    gate.applied = sup.stack
+    sup, client, store, gate = gate_for(tmp_path, tagged(stack(a="a:1", b="b:1"), "old"))
     async with trio.open_nursery() as n:
         await n.start(gate.run)
         gate.submit(tagged(stack(a="a:1", b="b:2"), "new"))  # b keeps b:1 while b:2 downloads
@@ -215,13 +208,7 @@ class RacingClient(Client):
 
 
 async def test_a_called_off_pull_that_fails_as_it_ends_is_not_a_failure(tmp_path, capsys):
-    from supervisor.images.store import ImageStore
-
-    sup = Sup(stack(a="a:1"))
-    client = RacingClient()
-    store = ImageStore(str(tmp_path / "store"))
-    have(store, "a:1")
-    gate = LiveImages(sup, store=store, client=client)
+    sup, client, store, gate = gate_for(tmp_path, stack(a="a:1"), RacingClient())
     async with trio.open_nursery() as n:
         await n.start(gate.run)
         gate.submit(stack(a="a:1", c="c:1"))

@@ -26,6 +26,7 @@ from ..config.model import (
 )
 from ..config.units import signal_name
 from ..errors import KeyPath, Problem, SpecError, format_path
+from ..runtime.userns import wanted as userns_wanted
 
 # Kubernetes minor versions whose API we know (kubernetes-validate ships their schemas).
 KUBE_VERSIONS = tuple(f"1.{minor}" for minor in range(25, 38))
@@ -408,7 +409,7 @@ class _Exporter:
         if sysctls:
             security["sysctls"] = sysctls
         path = ("services", name, *(("x-pysup", "userns") if svc.x.userns else ("userns_mode",)))
-        if _wants_userns(svc):
+        if userns_wanted(svc):
             if not _host_users_false(svc):
                 self.warn(path, "not with host namespaces: no user namespace")
             else:
@@ -1003,14 +1004,7 @@ class _Exporter:
                                           "once it exits 0, and has no rolling update")
 
 
-def _wants_userns(svc: Service) -> bool:
-    """The service asks for a user namespace (`userns_mode: host` says no whatever x-pysup says)."""
-    if svc.userns_mode == "host":
-        return False
-    return bool(svc.x.userns) or svc.userns_mode is not None
-
-
 def _host_users_false(svc: Service) -> bool:
     """The service's pod gets `hostUsers: false`: a user namespace, which Kubernetes refuses beside
     the host's network, PID or IPC namespace."""
-    return _wants_userns(svc) and "host" not in (svc.network_mode, svc.pid, svc.ipc)
+    return userns_wanted(svc) and "host" not in (svc.network_mode, svc.pid, svc.ipc)

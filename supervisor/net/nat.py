@@ -101,21 +101,20 @@ def install(project: str, networks: Iterable[tuple[str, Any, bool]],
         if family == FAMILY or networks6:
             cmds += ruleset(project, nets, family)["nftables"]
     _nft(["-j", "-f", "-"], json.dumps({"nftables": cmds}))
-    try:
-        with open("/proc/sys/net/ipv4/ip_forward") as f:
-            if f.read().strip() != "1":
-                log.warning("net.forwarding_off", detail="net.ipv4.ip_forward is 0: containers get no route "
-                                                         "out (pysup does not change it)")
-    except OSError:
-        pass
+    _warn_if_off("net.ipv4.ip_forward", "containers get no route out")
     if any(not internal for _b, _s, internal in networks6):
-        try:
-            with open("/proc/sys/net/ipv6/conf/all/forwarding") as f:
-                if f.read().strip() != "1":
-                    log.warning("net.forwarding_off", detail="net.ipv6.conf.all.forwarding is 0: containers "
-                                                             "get no IPv6 route out (pysup does not change it)")
-        except OSError:
-            pass
+        _warn_if_off("net.ipv6.conf.all.forwarding", "containers get no IPv6 route out")
+
+
+def _warn_if_off(sysctl: str, consequence: str) -> None:
+    """Log `net.forwarding_off` when the forwarding sysctl is not 1 (unreadable: say nothing)."""
+    try:
+        with open("/proc/sys/" + sysctl.replace(".", "/")) as f:
+            if f.read().strip() == "1":
+                return
+    except OSError:
+        return
+    log.warning("net.forwarding_off", detail=f"{sysctl} is 0: {consequence} (pysup does not change it)")
 
 
 def remove(project: str) -> bool:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import os
 import threading
 import sys
@@ -29,7 +28,7 @@ from typing import Any, Callable, Iterable
 import structlog
 
 from .. import syscalls as S
-from ..atomic import write_json
+from ..atomic import read_record, write_json
 from ..errors import PysupError
 from .ipam import DEFAULT_POOL, DEFAULT_POOL6, DEFAULT_PREFIX, DEFAULT_PREFIX6, Allocator, IpamError, plan_subnets, pool_of
 from .nat import FAMILY
@@ -252,14 +251,8 @@ class BridgeNetworks:
 
     def cleanup_leftovers(self) -> list[str]:
         """Remove what a crashed run recorded (and this stack's bridges by name). One line per thing."""
-        old: dict[str, list[str]] = {}
-        try:
-            with open(self.record_path) as f:
-                old = json.load(f)
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError) as e:
-            log.warning("net.record_unreadable", path=self.record_path, error=str(e))
+        old = read_record(self.record_path,
+                          lambda why: log.warning("net.record_unreadable", path=self.record_path, error=why))
         removed = []
         with _iproute() as ipr:
             for name in old.get("veths", ()):

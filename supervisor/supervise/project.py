@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import shutil
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import structlog
 
 from .. import paths
-from ..atomic import write_json
+from ..atomic import read_record, write_json
 from ..errors import PysupError
 
 log = structlog.get_logger()
@@ -115,14 +114,8 @@ class ProjectFiles:
         """Remove what a previous run of this project left (it must be dead: we hold the lock).
         Returns one line per thing removed."""
         removed: list[str] = []
-        old: dict[str, Any] = {}
-        try:
-            with open(self.record_path) as f:
-                old = json.load(f)
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError) as exc:
-            log.warning("up.record_unreadable", path=self.record_path, error=str(exc))
+        old = read_record(self.record_path,
+                          lambda why: log.warning("up.record_unreadable", path=self.record_path, error=why))
         cgroups = list(old.get("cgroups", ()))
         if manager is not None and manager.exists(self.project):
             cgroups += [f"{self.project}/{c}" for c in manager.children(self.project)

@@ -6,11 +6,24 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A host directory with the pysup-test- prefix, traversable by containers' users (mkdtemp
+    makes it 0700), removed after the test even when it fails."""
+    d = tempfile.mkdtemp(prefix="pysup-test-")
+    os.chmod(d, 0o755)
+    try:
+        yield Path(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

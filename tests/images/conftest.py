@@ -225,14 +225,9 @@ def busybox_layout(shared_busybox_rootfs):
 
 
 @pytest.fixture
-def tmp():
-    """A scratch directory with the pysup-test- prefix (traversable, for containers), removed after."""
-    d = tempfile.mkdtemp(prefix="pysup-test-images-")
-    os.chmod(d, 0o755)
-    try:
-        yield Path(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+def tmp(scratch):
+    """The shared `scratch` directory (pysup-test- prefix, traversable, for containers)."""
+    return scratch
 
 
 @pytest.fixture

@@ -56,17 +56,6 @@ def busybox_rootfs(shared_busybox_rootfs):
     return shared_busybox_rootfs
 
 
-@pytest.fixture
-def scratch():
-    """A host directory with the pysup-test- prefix, removed after the test."""
-    d = tempfile.mkdtemp(prefix="pysup-test-")
-    os.chmod(d, 0o755)
-    try:
-        yield Path(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 def _children() -> set[int]:
     me = str(os.getpid())
     out = set()

@@ -43,9 +43,22 @@ def in_own_netns(fn):
 
 
 def stack(tmp_path, port_line: str):
+    return stack_text(tmp_path, f"  web:\n    image: busybox\n    ports: [\"{port_line}\"]\n")
+
+
+def stack_text(tmp_path, text: str):
     f = tmp_path / "compose.yaml"
-    f.write_text(f"name: pysupedit\nservices:\n  web:\n    image: busybox\n    ports: [\"{port_line}\"]\n")
+    f.write_text("name: pysupedit\nservices:\n" + text)
     return load([str(f)], environ={}).stack
+
+
+def bridgeless(tmp_path, first, networks_from):
+    """A StackNetwork for `first` that makes no bridge (no replica runs, nothing is added), with
+    the networks of `networks_from`."""
+    sn = StackNetwork(first, BridgeNetworks("pysupedit", used_networks(first), str(tmp_path / "run")))
+    sn.network.subnets = {}
+    sn.network.networks = dict(used_networks(networks_from))
+    return sn
 
 
 def listening(host: str, port: int) -> bool:
@@ -59,9 +72,7 @@ def test_a_port_moved_to_another_host_address_is_rebound(tmp_path):
     before, after = stack(tmp_path, f"0.0.0.0:{port}:80"), stack(tmp_path, f"127.0.0.1:{port}:80")
 
     async def main() -> None:
-        sn = StackNetwork(before, BridgeNetworks("pysupedit", used_networks(before), str(tmp_path / "run")))
-        sn.network.subnets = {}  # no bridge needed: no replica runs, nothing is added
-        sn.network.networks = dict(used_networks(after))
+        sn = bridgeless(tmp_path, before, after)
         await sn.bind()
         async with trio.open_nursery() as n:
             await n.start(sn.run)
@@ -73,12 +84,6 @@ def test_a_port_moved_to_another_host_address_is_rebound(tmp_path):
         sn.close_sockets()
 
     in_own_netns(lambda: trio.run(main))
-
-
-def stack_text(tmp_path, text: str):
-    f = tmp_path / "compose.yaml"
-    f.write_text("name: pysupedit\nservices:\n" + text)
-    return load([str(f)], environ={}).stack
 
 
 def test_an_ephemeral_port_is_kept_over_edits_that_keep_its_entry_and_closed_with_it(tmp_path):
@@ -100,9 +105,7 @@ def test_an_ephemeral_port_is_kept_over_edits_that_keep_its_entry_and_closed_wit
             return False
 
     async def main() -> None:
-        sn = StackNetwork(first, BridgeNetworks("pysupedit", used_networks(first), str(tmp_path / "run")))
-        sn.network.subnets = {}  # no bridge needed: no replica runs, nothing is added
-        sn.network.networks = dict(used_networks(first))
+        sn = bridgeless(tmp_path, first, first)
         await sn.bind()
         async with trio.open_nursery() as n:
             await n.start(sn.run)

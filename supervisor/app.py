@@ -160,12 +160,12 @@ def spec_builder(stack: Stack | Any, cgroups: ManagerCgroups, files: ProjectFile
         if cid not in userns_ranges:
             userns_ranges[cid], give_back = userns.range_for(project, replica.service, cid, environ=environ)
 
-            def release(kept_by: list[int] | None = None) -> None:
+            def release(kept_by: list[int]) -> None:
                 userns_ranges.pop(cid, None)
-                give_back(kept_by or ())
+                give_back(kept_by)
 
-            replica.removed_hooks.append(release)  # freed when the container is removed for good,
-            replica.kept_hooks.append(release)  # or kept for what of it would not stop
+            # freed when the container is removed for good, or kept for what of it would not stop
+            replica.removed_hooks.append(release)
         return userns_ranges[cid]
 
     def make(replica: Replica):

@@ -77,12 +77,10 @@ class Replica:
         self.kept = ContainerLog(os.path.join(log_dir, f"{project}-{service.name}-{index}.log")) if log_dir else None
         self.notify = notify
         self.on_exit = on_exit
-        # Run once when the replica is gone for good and none of its processes is left (its
-        # cgroup removed): they give back what the container used (user namespace ids, ...).
-        self.removed_hooks: list[Callable[[], None]] = []
-        # Instead, when its cgroup could not be removed: with the pids still in it (stuck in the
-        # kernel), which go on using what the container had (its user namespace's ids).
-        self.kept_hooks: list[Callable[[list[int]], None]] = []
+        # Run once when the replica is gone for good: they give back what the container used (user
+        # namespace ids, ...), with the pids its cgroup still holds when it could not be removed
+        # (stuck in the kernel; [] when none is left), which go on using it.
+        self.removed_hooks: list[Callable[[list[int]], None]] = []
         self.status = ReplicaStatus(service.name, index, self.container_id)
         self.tracker = RestartTracker(service.restart, backoff or Backoff(),
                                       restart_on_unhealthy=service.x.restart_on_unhealthy)
@@ -157,7 +155,8 @@ class Replica:
                         log.error("replica.cgroup_not_removed", cgroup=self.cgroup, error=str(exc))
                     if self.kept is not None:
                         self.kept.close()
-                    hooks: list[Callable[[], None]] = self.removed_hooks
+                    hooks, self.removed_hooks = self.removed_hooks, []
+                    pids: list[int] = []
                     if not emptied:
                         # A process of the container may still run (stuck in the kernel): what it
                         # uses stays taken while it does (a user namespace's host ids given to
@@ -171,11 +170,9 @@ class Replica:
                         else:
                             if pids:
                                 log.warning("replica.resources_kept", cgroup=self.cgroup, pids=pids)
-                                hooks = [functools.partial(h, pids) for h in self.kept_hooks]
-                    self.removed_hooks, self.kept_hooks = [], []
                     for hook in hooks:
                         try:
-                            hook()
+                            hook(pids)
                         except Exception as exc:  # one failed clean-up does not stop the others
                             log.error("replica.cleanup_failed", error=str(exc))
                     if self.status.state not in (S.EXITED, S.OOM_KILLED):

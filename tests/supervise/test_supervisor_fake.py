@@ -331,9 +331,9 @@ async def test_replica_run_is_started_once_its_container_runs_or_its_first_start
 @pytest.mark.parametrize("failure", ["timeout", "error"])
 async def test_what_a_container_used_is_kept_while_its_cgroup_is_not_gone(tmp_path, autojump_clock, failure):
     """A cgroup that cannot be removed may still hold processes of the container (stuck in the
-    kernel): its kept hooks get their pids (the user namespace's ids are handed over to them)
-    instead of its removed hooks; with no process left in it, the removed hooks run; when what
-    is left cannot be read, neither runs (nothing is given back)."""
+    kernel): its removed hooks get their pids (the user namespace's ids are handed over to them);
+    with no process left in it, they get none; when what is left cannot be read, they do not run
+    (nothing is given back)."""
     from supervisor.errors import CgroupError
 
     st = stack(tmp_path, """
@@ -364,12 +364,17 @@ async def test_what_a_container_used_is_kept_while_its_cgroup_is_not_gone(tmp_pa
     released, kept = [], []
 
     def spec(replica):
+        def hook(pids):
+            if pids:
+                kept.append((replica.service.name, pids))
+            else:
+                released.append(replica.service.name)
+
         if not replica.removed_hooks:
-            replica.removed_hooks.append(lambda: released.append(replica.service.name))
-            replica.kept_hooks.append(lambda pids: kept.append((replica.service.name, pids)))
+            replica.removed_hooks.append(hook)
         return make_spec(replica)
 
     sup = StackSupervisor(st, runtime=rt, cgroups=cg, make_spec=spec)
     await run_for(sup, 5)
     assert sorted(released) == ["empty", "ok"] and kept == [("stuck", [4242, 4243])]
-    assert all(r.removed_hooks == r.kept_hooks == [] for r in sup.all_replicas())  # never run again
+    assert all(r.removed_hooks == [] for r in sup.all_replicas())  # never run again

@@ -160,12 +160,8 @@ class LiveImages:
                     pulled = await client.pull(image, self.store)
                 self._fresh.add(image)
                 log.info("image.pulled", image=image, digest=pulled.digest)
-            if scope.cancelled_caught:  # the store keeps nothing half-written of it
-                log.info("image.pull_cancelled", image=image, reason="no service of the spec uses it any more")
         except (PysupError, OSError) as exc:
-            if scope.cancel_called:  # a layer's error that raced the cancel: nothing wants it now
-                log.info("image.pull_cancelled", image=image, reason="no service of the spec uses it any more")
-            else:
+            if not scope.cancel_called:  # else a layer's error that raced the cancel: nothing wants it now
                 names = services()
                 self._failed[image] = str(exc)
                 log.error("image.pull_failed", image=image, services=names, error=str(exc))
@@ -177,6 +173,8 @@ class LiveImages:
             self.pulls += 1
             self._pull_ended.set()
             self._pull_ended = trio.Event()
+        if scope.cancel_called and image not in self._fresh:  # the store keeps nothing half-written of it
+            log.info("image.pull_cancelled", image=image, reason="no service of the spec uses it any more")
         self._apply()
 
 

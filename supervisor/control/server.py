@@ -291,30 +291,30 @@ class Controller:
         await trio.to_thread.run_sync(self.manager.thaw, r.cgroup)
 
     async def pause(self, args: dict) -> Any:
-        done = []
-        for svc, i in self.resolve(args.get("targets", []), default_all=False):
-            r = self._live(svc, i)
-            try:
-                await self._freeze(r)
-            except PysupError as exc:
-                raise ControlError(P.FAILED, str(exc)) from None
-            self.paused.add(r.container_id)
-            done.append(r.name)
+        done = await self._set_paused(args, True)
         log.info("control.paused", replicas=done)
         return {"paused": done}
 
     async def unpause(self, args: dict) -> Any:
+        done = await self._set_paused(args, False)
+        log.info("control.unpaused", replicas=done)
+        return {"unpaused": done}
+
+    async def _set_paused(self, args: dict, paused: bool) -> list[str]:
+        """Freeze (or thaw) each live replica the targets name, in order; the names done."""
         done = []
         for svc, i in self.resolve(args.get("targets", []), default_all=False):
             r = self._live(svc, i)
             try:
-                await self._thaw(r)
+                await (self._freeze if paused else self._thaw)(r)
             except PysupError as exc:
                 raise ControlError(P.FAILED, str(exc)) from None
-            self.paused.discard(r.container_id)
+            if paused:
+                self.paused.add(r.container_id)
+            else:
+                self.paused.discard(r.container_id)
             done.append(r.name)
-        log.info("control.unpaused", replicas=done)
-        return {"unpaused": done}
+        return done
 
     async def down(self, args: dict) -> Any:
         timeout = args.get("timeout")
